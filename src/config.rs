@@ -1,0 +1,229 @@
+//! `Config`: the user-facing sizes of a region, and their validation.
+//!
+//! A `Config` is only used when a region is created; it is then written into the region's header,
+//! and every process that opens the region reads it back from there (and re-validates it).
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// What a write does when the key's shard has no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Refuse with [`Error::Full`]. The default: a state store does not drop data silently.
+    #[default]
+    Refuse,
+    /// Evict an entry (expired ones first, then one not recently read, CLOCK-style, among the
+    /// slots the new key could occupy). For cache use.
+    Evict,
+}
+
+/// Sizes and policies of a new region. Builder style:
+///
+/// ```
+/// use shmstate::{Config, WhenFull};
+/// let cfg = Config::new()
+///     .capacity(100_000)
+///     .max_key_len(64)
+///     .max_value_len(512)
+///     .when_full(WhenFull::Evict);
+/// assert_eq!(cfg.get_capacity(), 100_000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) capacity: u64,
+    pub(crate) shards: Option<u32>,
+    pub(crate) max_key_len: u32,
+    pub(crate) max_value_len: u32,
+    pub(crate) max_counters: u32,
+    pub(crate) when_full: WhenFull,
+    pub(crate) lock_timeout: Duration,
+}
+
+/// Hard limits on configuration values (checked by [`Config::validate`]).
+pub mod limits {
+    /// Largest `capacity` (entries).
+    pub const MAX_CAPACITY: u64 = 1 << 32;
+    /// Largest number of shards.
+    pub const MAX_SHARDS: u32 = 4096;
+    /// Largest key length in bytes.
+    pub const MAX_KEY_LEN: u32 = 64 * 1024;
+    /// Largest value length in bytes (slots are fixed-size: every slot reserves this much).
+    pub const MAX_VALUE_LEN: u32 = 16 * 1024 * 1024;
+    /// Largest number of named counters.
+    pub const MAX_COUNTERS: u32 = 1 << 16;
+    /// Largest region size in bytes (1 TiB).
+    pub const MAX_REGION_BYTES: u64 = 1 << 40;
+    /// Longest lock timeout.
+    pub const MAX_LOCK_TIMEOUT_MS: u64 = 3_600_000;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            capacity: 10_000,
+            shards: None,
+            max_key_len: 64,
+            max_value_len: 256,
+            max_counters: 256,
+            when_full: WhenFull::Refuse,
+            lock_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults: 10 000 entries, 64-byte keys, 256-byte values, 256 counters, refuse when full,
+    /// shards a power of two at least four times the number of CPUs, 10 s lock timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of entries the store must hold (at least; the table is sized with headroom so that
+    /// uneven hashing does not fill one shard early).
+    pub fn capacity(mut self, entries: u64) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// Number of shards (each with its own lock). Default: a power of two at least four times
+    /// the CPU count, at most one per 64 entries of capacity.
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Longest key in bytes.
+    pub fn max_key_len(mut self, len: u32) -> Self {
+        self.max_key_len = len;
+        self
+    }
+
+    /// Longest value in bytes. Slots are fixed-size, so every slot reserves this much.
+    pub fn max_value_len(mut self, len: u32) -> Self {
+        self.max_value_len = len;
+        self
+    }
+
+    /// Number of named counters the region can hold.
+    pub fn max_counters(mut self, n: u32) -> Self {
+        self.max_counters = n;
+        self
+    }
+
+    /// What a write does when there is no room (default [`WhenFull::Refuse`]).
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// How long a write waits for a shard lock held by a *live* process before failing with
+    /// [`Error::LockTimeout`]. (A dead holder is detected at once and its shard repaired.)
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The configured capacity.
+    pub fn get_capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The number of shards this config will produce.
+    pub fn effective_shards(&self) -> u32 {
+        match self.shards {
+            Some(s) => s,
+            None => default_shards(self.capacity),
+        }
+    }
+
+    /// Checks every value against [`limits`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason| Err(Error::InvalidConfig { field, reason });
+        if self.capacity == 0 {
+            return bad("capacity", "must be at least 1");
+        }
+        if self.capacity > limits::MAX_CAPACITY {
+            return bad("capacity", "exceeds 2^32 entries");
+        }
+        let shards = self.effective_shards();
+        if shards == 0 {
+            return bad("shards", "must be at least 1");
+        }
+        if shards > limits::MAX_SHARDS {
+            return bad("shards", "exceeds 4096");
+        }
+        if self.max_key_len == 0 {
+            return bad("max_key_len", "must be at least 1");
+        }
+        if self.max_key_len > limits::MAX_KEY_LEN {
+            return bad("max_key_len", "exceeds 64 KiB");
+        }
+        if self.max_value_len > limits::MAX_VALUE_LEN {
+            return bad("max_value_len", "exceeds 16 MiB");
+        }
+        if self.max_counters > limits::MAX_COUNTERS {
+            return bad("max_counters", "exceeds 65536");
+        }
+        let ms = self.lock_timeout.as_millis();
+        if ms == 0 {
+            return bad("lock_timeout", "must be at least 1 ms");
+        }
+        if ms > u128::from(limits::MAX_LOCK_TIMEOUT_MS) {
+            return bad("lock_timeout", "exceeds one hour");
+        }
+        Ok(())
+    }
+}
+
+/// A power of two at least 4x the CPU count (so two processes rarely meet on one lock), at most
+/// one shard per 64 entries of capacity, at least 1.
+fn default_shards(capacity: u64) -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+    let want = (cpus.saturating_mul(4)).next_power_of_two().clamp(8, 256) as u64;
+    let by_capacity = (capacity / 64).max(1);
+    let mut s = want;
+    while s > by_capacity && s > 1 {
+        s /= 2;
+    }
+    s as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::new().validate().unwrap();
+        assert!(Config::new().effective_shards().is_power_of_two());
+    }
+
+    #[test]
+    fn small_capacity_gets_few_shards() {
+        assert_eq!(Config::new().capacity(10).effective_shards(), 1);
+        assert!(Config::new().capacity(1_000_000).effective_shards() >= 8);
+    }
+
+    #[test]
+    fn rejects_out_of_range() {
+        let cases = [
+            Config::new().capacity(0),
+            Config::new().capacity(limits::MAX_CAPACITY + 1),
+            Config::new().shards(0),
+            Config::new().shards(5000),
+            Config::new().max_key_len(0),
+            Config::new().max_key_len(limits::MAX_KEY_LEN + 1),
+            Config::new().max_value_len(limits::MAX_VALUE_LEN + 1),
+            Config::new().max_counters(limits::MAX_COUNTERS + 1),
+            Config::new().lock_timeout(Duration::ZERO),
+        ];
+        for c in cases {
+            assert!(
+                matches!(c.validate(), Err(Error::InvalidConfig { .. })),
+                "{c:?}"
+            );
+        }
+    }
+}

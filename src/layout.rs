@@ -1,0 +1,615 @@
+//! The region's byte layout. THE ONLY module that knows offsets.
+//!
+//! ```text
+//! offset 0                                                      (every section 128-byte aligned)
+//! +------------------------------------------------------------+
+//! | Header (512 B)                                             |
+//! |   0 magic "SHMSTATE"   8 version u32   12 init_state u32    |
+//! |  16 fingerprint u64   24 total_len u64                      |
+//! |  32 seed0 u64         40 seed1 u64     48 capacity u64      |
+//! |  56 shards u32        60 groups_per_shard u32               |
+//! |  64 max_key_len u32   68 max_value_len u32                  |
+//! |  72 max_counters u32  76 policy u32    80 proc_slots u32    |
+//! |  84 lock_timeout_ms u32                88 generation u64    |
+//! |  96 created_ms u64   104 creator_pid u32                    |
+//! | 128 counter-registry mutex (its own line)                   |
+//! +------------------------------------------------------------+
+//! | Counters: max_counters x 256 B                              |
+//! |   [0,128) value AtomicI64 alone on its line                 |
+//! |   128 state u32  132 name_len u32  136 hash u64             |
+//! |   144 name [u8; 112]                                        |
+//! +------------------------------------------------------------+
+//! | Per-process read statistics: PROC_SLOTS x 128 B             |
+//! |   0 owner pid u32   8 hits u64   16 misses u64              |
+//! +------------------------------------------------------------+
+//! | Shard 0 .. shards-1, each shard_size bytes:                 |
+//! |   [0,64)    robust pthread mutex                            |
+//! |   [64,80)   repair record: op u32, target u32, tag u32,     |
+//! |             touch u32 (slot being written + 1, or 0)        |
+//! |   [128,256) len, tombstones, writer statistics, sweep (u64) |
+//! |   [256, ..) control bytes, one per slot (groups x 8),       |
+//! |             padded to 128                                   |
+//! |   scratch slot (redo copy of an overwrite in progress)      |
+//! |   slots: groups x 8 x slot_size                             |
+//! +------------------------------------------------------------+
+//!
+//! Slot (slot_size = 24 + round8(max_key_len) + round8(max_value_len)):
+//!   0 seq u32 (odd = being written)   4 key_len u32   8 val_len u32
+//!  12 flags u32 (bit 0: CLOCK reference)  16 expires_ms u64 (0 = never)
+//!  24 key bytes, zero-padded to 8     .. value bytes, zero-padded to 8
+//! ```
+//!
+//! All sizes are computed here with checked arithmetic from a [`Geometry`] that has been
+//! validated; every other module asks this one for offsets. Nothing in the layout is `usize`:
+//! fields are fixed-width, native-endian (little-endian on every supported target; the
+//! fingerprint includes endianness so a mismatch is refused, not misread).
+
+use crate::config::{limits, Config, WhenFull};
+use crate::error::{Error, Incompatibility, Result};
+
+/// "SHMSTATE".
+pub const MAGIC: [u8; 8] = *b"SHMSTATE";
+/// Bumped on any change of the layout or of the meaning of a field.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Explicit alignment of every section and hot word, independent of the architecture
+/// (two 64-byte lines, because of the adjacent-line prefetcher).
+pub const LINE: usize = 128;
+
+pub const HEADER_SIZE: usize = 512;
+pub mod header {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const INIT_STATE: usize = 12;
+    pub const FINGERPRINT: usize = 16;
+    pub const TOTAL_LEN: usize = 24;
+    pub const SEED0: usize = 32;
+    pub const SEED1: usize = 40;
+    pub const CAPACITY: usize = 48;
+    pub const SHARDS: usize = 56;
+    pub const GROUPS_PER_SHARD: usize = 60;
+    pub const MAX_KEY_LEN: usize = 64;
+    pub const MAX_VALUE_LEN: usize = 68;
+    pub const MAX_COUNTERS: usize = 72;
+    pub const POLICY: usize = 76;
+    pub const PROC_SLOTS: usize = 80;
+    pub const LOCK_TIMEOUT_MS: usize = 84;
+    pub const GENERATION: usize = 88;
+    pub const CREATED_MS: usize = 96;
+    pub const CREATOR_PID: usize = 104;
+    pub const REGISTRY_MUTEX: usize = 128;
+}
+
+/// `init_state` values. Written last by the creator (Release), read first by openers (Acquire).
+pub mod init_state {
+    pub const UNINIT: u32 = 0;
+    pub const READY: u32 = 0x5245_4459; // "READ"-ish, unlikely in random bytes
+}
+
+pub const COUNTER_SIZE: usize = 256;
+pub mod counter {
+    pub const VALUE: usize = 0;
+    pub const STATE: usize = 128;
+    pub const NAME_LEN: usize = 132;
+    pub const HASH: usize = 136;
+    pub const NAME: usize = 144;
+    pub const NAME_CAP: usize = super::COUNTER_SIZE - NAME;
+    /// Counter entry states.
+    pub const EMPTY: u32 = 0;
+    pub const LIVE: u32 = 1;
+}
+
+/// Number of per-process statistics slots (slot 0 is shared by processes that find none free).
+pub const PROC_SLOTS: u32 = 64;
+pub const PROC_SLOT_SIZE: usize = 128;
+pub mod proc_slot {
+    pub const OWNER: usize = 0;
+    pub const HITS: usize = 8;
+    pub const MISSES: usize = 16;
+}
+
+pub const SHARD_HEADER_SIZE: usize = 256;
+pub mod shard {
+    // Line 0: the mutex and the repair record, both touched by every writer.
+    pub const MUTEX: usize = 0;
+    pub const REC_OP: usize = 64;
+    pub const REC_TARGET: usize = 68;
+    pub const REC_TAG: usize = 72;
+    pub const REC_TOUCH: usize = 76;
+    // Line 1: counts and writer statistics (written only under the lock).
+    pub const LEN: usize = 128;
+    pub const TOMBSTONES: usize = 136;
+    pub const SETS: usize = 144;
+    pub const DELETES: usize = 152;
+    pub const EXPIRATIONS: usize = 160;
+    pub const EVICTIONS: usize = 168;
+    pub const FULL: usize = 176;
+    pub const RECOVERIES: usize = 184;
+    pub const CONTENDED: usize = 192;
+    pub const SWEEP_CURSOR: usize = 200;
+    pub const CTRL: usize = super::SHARD_HEADER_SIZE;
+}
+
+/// Repair-record `op` values.
+pub mod rec {
+    pub const IDLE: u32 = 0;
+    /// Copy the scratch slot over `target`, then publish `tag` in its control byte.
+    pub const REDO_PUT: u32 = 1;
+    /// Empty every control byte of the shard.
+    pub const REDO_CLEAR: u32 = 2;
+    /// `touch` value meaning no slot is being written (a zero-filled region needs no setup);
+    /// otherwise `touch` is the slot index plus one.
+    pub const NO_SLOT: u32 = 0;
+}
+
+pub const SLOT_HEADER: usize = 24;
+pub mod slot {
+    pub const SEQ: usize = 0;
+    pub const KEY_LEN: usize = 4;
+    pub const VAL_LEN: usize = 8;
+    pub const FLAGS: usize = 12;
+    pub const EXPIRES: usize = 16;
+    pub const KEY: usize = super::SLOT_HEADER;
+    pub const FLAG_REFERENCED: u32 = 1;
+}
+
+/// Control bytes per group (one `u64` load).
+pub const GROUP_WIDTH: usize = 8;
+/// A lookup visits at most this many groups; a key that cannot be placed within them is `Full`.
+pub const MAX_PROBE_GROUPS: u32 = 16;
+/// Maximum load: 7/8 of a shard's slots.
+pub const MAX_LOAD_NUM: u64 = 7;
+pub const MAX_LOAD_DEN: u64 = 8;
+
+/// Identifies the hash function (SipHash-1-3 keyed by the region seed). Part of the fingerprint.
+const HASH_ALGO: u64 = 0x5369_7031_3300_0001;
+
+const fn target_env_id() -> u64 {
+    if cfg!(target_env = "gnu") {
+        1
+    } else if cfg!(target_env = "musl") {
+        2
+    } else {
+        3
+    }
+}
+
+const fn fnv1a(words: &[u64]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < words.len() {
+        let bytes = words[i].to_le_bytes();
+        let mut j = 0;
+        while j < 8 {
+            h ^= bytes[j] as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            j += 1;
+        }
+        i += 1;
+    }
+    h
+}
+
+/// Hash of everything a compatible build must agree on besides the format version: sizes of
+/// the sections, of `pthread_mutex_t` (differs between glibc and musl), the hash function,
+/// the probe constants, endianness and pointer width.
+pub const FINGERPRINT: u64 = fnv1a(&[
+    FORMAT_VERSION as u64,
+    HEADER_SIZE as u64,
+    COUNTER_SIZE as u64,
+    PROC_SLOT_SIZE as u64,
+    PROC_SLOTS as u64,
+    SHARD_HEADER_SIZE as u64,
+    SLOT_HEADER as u64,
+    GROUP_WIDTH as u64,
+    MAX_PROBE_GROUPS as u64,
+    MAX_LOAD_NUM << 8 | MAX_LOAD_DEN,
+    std::mem::size_of::<libc::pthread_mutex_t>() as u64,
+    std::mem::align_of::<libc::pthread_mutex_t>() as u64,
+    HASH_ALGO,
+    cfg!(target_endian = "little") as u64,
+    usize::BITS as u64,
+    target_env_id(),
+]);
+
+// The mutex must fit in its line, the registry mutex in its line of the header.
+const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= shard::REC_OP);
+const _: () = assert!(std::mem::align_of::<libc::pthread_mutex_t>() <= 8);
+const _: () = assert!(header::REGISTRY_MUTEX + LINE <= HEADER_SIZE);
+const _: () = assert!(header::CREATOR_PID + 4 <= header::REGISTRY_MUTEX);
+const _: () = assert!(counter::NAME_CAP == 112);
+const _: () = assert!(shard::SWEEP_CURSOR + 8 <= SHARD_HEADER_SIZE);
+const _: () = assert!(SHARD_HEADER_SIZE % LINE == 0 && HEADER_SIZE % LINE == 0);
+const _: () = assert!(slot::EXPIRES % 8 == 0 && SLOT_HEADER % 8 == 0);
+const _: () = assert!(cfg!(target_endian = "little"), "shmstate supports little-endian targets");
+
+/// The region's shape: what is stored in the header, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub capacity: u64,
+    pub shards: u32,
+    pub groups_per_shard: u32,
+    pub max_key_len: u32,
+    pub max_value_len: u32,
+    pub max_counters: u32,
+    pub policy: WhenFull,
+    pub lock_timeout_ms: u32,
+}
+
+impl Geometry {
+    /// The geometry a config asks for: shard sizes with headroom for uneven hashing
+    /// (mean + 4 standard deviations + 8) at a maximum load of 7/8.
+    pub fn from_config(cfg: &Config) -> Result<Self> {
+        cfg.validate()?;
+        let shards = cfg.effective_shards();
+        let per_shard = cfg.capacity.div_ceil(u64::from(shards));
+        let headroom = 4 * ((per_shard as f64).sqrt().ceil() as u64) + 8;
+        let want = per_shard + headroom;
+        let slots = (want * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM);
+        let groups = slots.div_ceil(GROUP_WIDTH as u64);
+        let groups_per_shard = u32::try_from(groups).map_err(|_| Error::InvalidConfig {
+            field: "capacity",
+            reason: "too many entries per shard (add shards)",
+        })?;
+        let geo = Geometry {
+            capacity: cfg.capacity,
+            shards,
+            groups_per_shard,
+            max_key_len: cfg.max_key_len,
+            max_value_len: cfg.max_value_len,
+            max_counters: cfg.max_counters,
+            policy: cfg.when_full,
+            lock_timeout_ms: cfg.lock_timeout.as_millis() as u32,
+        };
+        Layout::new(geo)?;
+        Ok(geo)
+    }
+
+    pub fn policy_code(&self) -> u32 {
+        match self.policy {
+            WhenFull::Refuse => 0,
+            WhenFull::Evict => 1,
+        }
+    }
+
+    pub fn policy_from_code(code: u32) -> Option<WhenFull> {
+        match code {
+            0 => Some(WhenFull::Refuse),
+            1 => Some(WhenFull::Evict),
+            _ => None,
+        }
+    }
+}
+
+/// Every offset and size of a region, derived from a validated [`Geometry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub geo: Geometry,
+    pub key_cap: usize,
+    pub val_cap: usize,
+    pub slot_size: usize,
+    pub slots_per_shard: usize,
+    pub max_entries_per_shard: u64,
+    pub counters_off: usize,
+    pub proc_off: usize,
+    pub shards_off: usize,
+    pub ctrl_size: usize,
+    pub scratch_off_in_shard: usize,
+    pub slots_off_in_shard: usize,
+    pub shard_size: usize,
+    pub total_len: usize,
+}
+
+fn round_up(x: usize, to: usize) -> Option<usize> {
+    x.checked_add(to - 1).map(|v| v / to * to)
+}
+
+impl Layout {
+    /// Computes the layout, refusing geometry outside the limits or whose size overflows.
+    pub fn new(geo: Geometry) -> Result<Self> {
+        let cfg_err = |field, reason| Error::InvalidConfig { field, reason };
+        if geo.shards == 0 || geo.shards > limits::MAX_SHARDS {
+            return Err(cfg_err("shards", "out of range"));
+        }
+        if geo.groups_per_shard == 0 {
+            return Err(cfg_err("capacity", "out of range"));
+        }
+        if geo.max_key_len == 0 || geo.max_key_len > limits::MAX_KEY_LEN {
+            return Err(cfg_err("max_key_len", "out of range"));
+        }
+        if geo.max_value_len > limits::MAX_VALUE_LEN {
+            return Err(cfg_err("max_value_len", "out of range"));
+        }
+        if geo.max_counters > limits::MAX_COUNTERS {
+            return Err(cfg_err("max_counters", "out of range"));
+        }
+        if geo.capacity == 0 || geo.capacity > limits::MAX_CAPACITY {
+            return Err(cfg_err("capacity", "out of range"));
+        }
+        if geo.lock_timeout_ms == 0 || u64::from(geo.lock_timeout_ms) > limits::MAX_LOCK_TIMEOUT_MS
+        {
+            return Err(cfg_err("lock_timeout", "out of range"));
+        }
+        let too_big = || cfg_err("capacity", "region would exceed 1 TiB");
+        let key_cap = round_up(geo.max_key_len as usize, 8).ok_or_else(too_big)?;
+        let val_cap = round_up(geo.max_value_len as usize, 8).ok_or_else(too_big)?;
+        let slot_size = SLOT_HEADER
+            .checked_add(key_cap)
+            .and_then(|v| v.checked_add(val_cap))
+            .ok_or_else(too_big)?;
+        let slots_per_shard = (geo.groups_per_shard as usize)
+            .checked_mul(GROUP_WIDTH)
+            .ok_or_else(too_big)?;
+        if slots_per_shard >= u32::MAX as usize {
+            return Err(too_big());
+        }
+        let max_entries_per_shard = slots_per_shard as u64 * MAX_LOAD_NUM / MAX_LOAD_DEN;
+
+        let counters_off = HEADER_SIZE;
+        let proc_off = (geo.max_counters as usize)
+            .checked_mul(COUNTER_SIZE)
+            .and_then(|v| v.checked_add(counters_off))
+            .ok_or_else(too_big)?;
+        let shards_off = (PROC_SLOTS as usize)
+            .checked_mul(PROC_SLOT_SIZE)
+            .and_then(|v| v.checked_add(proc_off))
+            .ok_or_else(too_big)?;
+        let ctrl_size = round_up(slots_per_shard, LINE).ok_or_else(too_big)?;
+        let scratch_off_in_shard = SHARD_HEADER_SIZE
+            .checked_add(ctrl_size)
+            .ok_or_else(too_big)?;
+        let slots_off_in_shard = scratch_off_in_shard
+            .checked_add(slot_size)
+            .and_then(|v| round_up(v, 8))
+            .ok_or_else(too_big)?;
+        let shard_size = slots_per_shard
+            .checked_mul(slot_size)
+            .and_then(|v| v.checked_add(slots_off_in_shard))
+            .and_then(|v| round_up(v, LINE))
+            .ok_or_else(too_big)?;
+        let total_len = shard_size
+            .checked_mul(geo.shards as usize)
+            .and_then(|v| v.checked_add(shards_off))
+            .ok_or_else(too_big)?;
+        if total_len as u64 > limits::MAX_REGION_BYTES {
+            return Err(too_big());
+        }
+        Ok(Layout {
+            geo,
+            key_cap,
+            val_cap,
+            slot_size,
+            slots_per_shard,
+            max_entries_per_shard,
+            counters_off,
+            proc_off,
+            shards_off,
+            ctrl_size,
+            scratch_off_in_shard,
+            slots_off_in_shard,
+            shard_size,
+            total_len,
+        })
+    }
+
+    /// Reads and validates the header of a mapped region of `mapped_len` bytes. `read_u32` /
+    /// `read_u64` read one header field each (once); nothing here trusts a value before checking.
+    pub fn from_header(
+        mapped_len: u64,
+        magic: [u8; 8],
+        read_u32: impl Fn(usize) -> u32,
+        read_u64: impl Fn(usize) -> u64,
+    ) -> Result<Self> {
+        if mapped_len < HEADER_SIZE as u64 {
+            return Err(Error::Incompatible {
+                reason: Incompatibility::Size {
+                    actual: mapped_len,
+                    expected: HEADER_SIZE as u64,
+                },
+            });
+        }
+        if magic != MAGIC {
+            return Err(Error::Incompatible {
+                reason: Incompatibility::BadMagic,
+            });
+        }
+        let version = read_u32(header::VERSION);
+        if version != FORMAT_VERSION {
+            return Err(Error::Incompatible {
+                reason: Incompatibility::Version {
+                    found: version,
+                    expected: FORMAT_VERSION,
+                },
+            });
+        }
+        let fp = read_u64(header::FINGERPRINT);
+        if fp != FINGERPRINT {
+            return Err(Error::Incompatible {
+                reason: Incompatibility::Fingerprint {
+                    found: fp,
+                    expected: FINGERPRINT,
+                },
+            });
+        }
+        let policy = Geometry::policy_from_code(read_u32(header::POLICY))
+            .ok_or(Error::corrupted("header: unknown full policy"))?;
+        let geo = Geometry {
+            capacity: read_u64(header::CAPACITY),
+            shards: read_u32(header::SHARDS),
+            groups_per_shard: read_u32(header::GROUPS_PER_SHARD),
+            max_key_len: read_u32(header::MAX_KEY_LEN),
+            max_value_len: read_u32(header::MAX_VALUE_LEN),
+            max_counters: read_u32(header::MAX_COUNTERS),
+            policy,
+            lock_timeout_ms: read_u32(header::LOCK_TIMEOUT_MS),
+        };
+        if read_u32(header::PROC_SLOTS) != PROC_SLOTS {
+            return Err(Error::corrupted("header: process slot count"));
+        }
+        let layout = Layout::new(geo).map_err(|_| Error::corrupted("header: config out of range"))?;
+        let total = read_u64(header::TOTAL_LEN);
+        if total != layout.total_len as u64 {
+            return Err(Error::corrupted("header: total length disagrees with config"));
+        }
+        if mapped_len != total {
+            return Err(Error::Incompatible {
+                reason: Incompatibility::Size {
+                    actual: mapped_len,
+                    expected: total,
+                },
+            });
+        }
+        Ok(layout)
+    }
+
+    // ---- offsets (all in-bounds for in-range indices, by construction) ----
+
+    #[inline]
+    pub fn counter_off(&self, i: usize) -> usize {
+        debug_assert!(i < self.geo.max_counters as usize);
+        self.counters_off + i * COUNTER_SIZE
+    }
+
+    #[inline]
+    pub fn proc_slot_off(&self, i: usize) -> usize {
+        debug_assert!(i < PROC_SLOTS as usize);
+        self.proc_off + i * PROC_SLOT_SIZE
+    }
+
+    #[inline]
+    pub fn shard_off(&self, s: usize) -> usize {
+        debug_assert!(s < self.geo.shards as usize);
+        self.shards_off + s * self.shard_size
+    }
+
+    /// Offset of control group `g` (8 control bytes, one `u64`) of the shard at `shard_off`.
+    #[inline]
+    pub fn group_off(&self, shard_off: usize, g: usize) -> usize {
+        debug_assert!(g < self.geo.groups_per_shard as usize);
+        shard_off + shard::CTRL + g * GROUP_WIDTH
+    }
+
+    #[inline]
+    pub fn scratch_off(&self, shard_off: usize) -> usize {
+        shard_off + self.scratch_off_in_shard
+    }
+
+    #[inline]
+    pub fn slot_off(&self, shard_off: usize, i: usize) -> usize {
+        debug_assert!(i < self.slots_per_shard);
+        shard_off + self.slots_off_in_shard + i * self.slot_size
+    }
+
+    /// Offset of the value bytes within a slot.
+    #[inline]
+    pub fn value_in_slot(&self) -> usize {
+        slot::KEY + self.key_cap
+    }
+
+    /// Bytes of region per configured entry (for reports).
+    pub fn bytes_per_entry(&self) -> f64 {
+        self.total_len as f64 / self.geo.capacity as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(cfg: Config) -> Layout {
+        Layout::new(Geometry::from_config(&cfg).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sections_are_aligned_and_disjoint() {
+        let l = layout(Config::new().capacity(1000).shards(4).max_value_len(100));
+        assert_eq!(l.counters_off % LINE, 0);
+        assert_eq!(l.proc_off % LINE, 0);
+        assert_eq!(l.shards_off % LINE, 0);
+        assert_eq!(l.shard_size % LINE, 0);
+        assert_eq!(l.slot_size % 8, 0);
+        assert_eq!(l.slots_off_in_shard % 8, 0);
+        assert!(l.scratch_off_in_shard >= SHARD_HEADER_SIZE + l.slots_per_shard);
+        let last_slot_end = l.slot_off(l.shard_off(3), l.slots_per_shard - 1) + l.slot_size;
+        assert!(last_slot_end <= l.total_len);
+        assert_eq!(l.shard_off(3) + l.shard_size, l.total_len);
+    }
+
+    #[test]
+    fn headroom_covers_capacity() {
+        for cap in [1u64, 7, 100, 10_000, 1_000_000] {
+            let l = layout(Config::new().capacity(cap));
+            let total = l.max_entries_per_shard * u64::from(l.geo.shards);
+            assert!(total >= cap, "cap {cap}: {total}");
+        }
+    }
+
+    #[test]
+    fn slot_overhead_is_small() {
+        let l = layout(Config::new().max_key_len(16).max_value_len(256));
+        assert_eq!(l.slot_size - 16 - 256, SLOT_HEADER);
+        assert!(SLOT_HEADER <= 32);
+    }
+
+    #[test]
+    fn oversize_is_refused() {
+        let e = Geometry::from_config(
+            &Config::new()
+                .capacity(limits::MAX_CAPACITY)
+                .max_value_len(limits::MAX_VALUE_LEN),
+        );
+        assert!(matches!(e, Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn header_checks_each_field() {
+        let l = layout(Config::new().capacity(100));
+        let good = |off: usize| -> u64 {
+            match off {
+                header::VERSION => FORMAT_VERSION as u64,
+                header::FINGERPRINT => FINGERPRINT,
+                header::POLICY => 0,
+                header::CAPACITY => l.geo.capacity,
+                header::SHARDS => l.geo.shards as u64,
+                header::GROUPS_PER_SHARD => l.geo.groups_per_shard as u64,
+                header::MAX_KEY_LEN => l.geo.max_key_len as u64,
+                header::MAX_VALUE_LEN => l.geo.max_value_len as u64,
+                header::MAX_COUNTERS => l.geo.max_counters as u64,
+                header::PROC_SLOTS => PROC_SLOTS as u64,
+                header::LOCK_TIMEOUT_MS => l.geo.lock_timeout_ms as u64,
+                header::TOTAL_LEN => l.total_len as u64,
+                _ => 0,
+            }
+        };
+        let len = l.total_len as u64;
+        let ok = Layout::from_header(len, MAGIC, |o| good(o) as u32, good).unwrap();
+        assert_eq!(ok, l);
+        assert!(matches!(
+            Layout::from_header(len, *b"NOTSHMST", |o| good(o) as u32, good),
+            Err(Error::Incompatible { reason: Incompatibility::BadMagic })
+        ));
+        assert!(matches!(
+            Layout::from_header(len - 1, MAGIC, |o| good(o) as u32, good),
+            Err(Error::Incompatible { reason: Incompatibility::Size { .. } })
+        ));
+        assert!(matches!(
+            Layout::from_header(10, MAGIC, |o| good(o) as u32, good),
+            Err(Error::Incompatible { reason: Incompatibility::Size { .. } })
+        ));
+        for (field, val) in [
+            (header::VERSION, 2u64),
+            (header::FINGERPRINT, 1),
+            (header::POLICY, 9),
+            (header::SHARDS, 0),
+            (header::GROUPS_PER_SHARD, 0),
+            (header::MAX_KEY_LEN, u32::MAX as u64),
+            (header::TOTAL_LEN, 12345),
+        ] {
+            let bad = |o: usize| if o == field { val } else { good(o) };
+            assert!(
+                Layout::from_header(len, MAGIC, |o| bad(o) as u32, bad).is_err(),
+                "field at {field} = {val} accepted"
+            );
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! # shmstate
+//!
+//! Shared state for the worker processes of one host, at memory speed. Workers map one
+//! fixed-layout region (anonymous shared memory created before `fork`, a named POSIX shm object,
+//! or a file); a sharded hash table in it is guarded by robust process-shared mutexes, reads
+//! take no lock, and named counters are plain atomics. No IPC on any operation.
+//!
+//! ```
+//! use shmstate::{Config, Store};
+//! use std::time::Duration;
+//!
+//! # fn main() -> shmstate::Result<()> {
+//! let store = Store::anonymous(&Config::new().capacity(100_000).max_value_len(512))?; // before fork
+//! store.set(b"session:42", b"{\"user\":7}", Some(Duration::from_secs(3600)))?;
+//! assert_eq!(store.get(b"session:42")?.as_deref(), Some(&b"{\"user\":7}"[..]));
+//! let hits = store.counter("http.requests")?; // resolve once
+//! hits.add(1);                                 // one atomic instruction, no lock
+//! let n = store.incr(b"ratelimit:10.0.0.1", 1, Some(Duration::from_secs(60)))?;
+//! assert_eq!(n, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **A killed worker never blocks or corrupts the others.** Writers hold a robust mutex; when
+//!   a holder dies (SIGKILL, OOM) the next locker is told and repairs the shard from a redo
+//!   record first. Every write either happened entirely or not at all; only the dead worker's
+//!   own in-flight operation is uncertain.
+//! * **Reads take no lock and write no shared memory** (seqlock per slot). A reader that keeps
+//!   finding a slot mid-write takes the lock instead, so no read waits on a dead writer.
+//! * **Every wait is bounded.** Retry loops are counted; a lock held by a *live* process is
+//!   waited for at most `Config::lock_timeout` ([`Error::LockTimeout`]).
+//! * **The region is untrusted input.** Header fields are validated once at open (magic,
+//!   version, layout fingerprint, sizes, config); lengths and indices read later are checked
+//!   before use. Corruption gives [`Error::Corrupted`] or a [`VerifyReport`] problem, never an
+//!   out-of-bounds access.
+//! * **Named objects and files are opened safely**: `O_NOFOLLOW`, regular file, owned by us,
+//!   not writable by group or others.
+//!
+//! # Limits
+//!
+//! * Slots are fixed-size (`max_key_len + max_value_len + 24` bytes, rounded to 8), so size
+//!   `max_value_len` for your values; larger values are refused with [`Error::ValueTooLarge`].
+//! * The table does not grow. A shard refuses new keys past 7/8 load or when no slot is free
+//!   within 16 probe groups ([`Error::Full`]), unless configured with [`WhenFull::Evict`].
+//! * TTLs are wall-clock milliseconds; expiry is lazy (on access, and when an insert needs
+//!   room) plus [`Store::flush_expired`].
+//! * Linux only (robust futexes, `/dev/shm`). All processes must use builds with the same
+//!   layout fingerprint (same format version, libc, architecture).
+//! * A process that truncates a file-backed region under others makes their accesses fault
+//!   (`SIGBUS`); the size is checked only at open.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+/// Marks a named crash point (see [`failpoint`]); compiles to nothing without the
+/// `failpoints` feature.
+macro_rules! failpoint {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $crate::failpoint::hit($name);
+    };
+}
+pub(crate) use failpoint;
+
+mod clock;
+mod config;
+mod counter;
+mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
+mod hash;
+mod layout;
+mod raw;
+mod region;
+mod stats;
+mod store;
+mod sync;
+mod table;
+mod verify;
+
+pub use clock::{Clock, ManualClock};
+pub use config::{limits, Config, WhenFull};
+pub use counter::Counter;
+pub use error::{Error, Incompatibility, Result};
+pub use region::Origin;
+pub use stats::Stats;
+pub use store::{Store, Ttl};
+pub use verify::{Problem, ProblemKind, Totals, VerifyReport};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,7 @@
+//! Synchronization inside the region: the robust process-shared mutex (all the unsafe for
+//! locking) and the per-slot sequence lock used by lock-free readers.
+
+pub(crate) mod mutex;
+pub(crate) mod seqlock;
+
+pub(crate) use mutex::{Acquired, LockError, MutexGuard, RobustMutex};

@@ -1,0 +1,216 @@
+//! Robust, process-shared pthread mutexes living inside the region.
+//!
+//! A robust mutex tells the next locker when its holder died (`EOWNERDEAD`): the kernel walks a
+//! dead thread's robust list and marks the futex. The new holder must repair the protected data
+//! and call `pthread_mutex_consistent` before unlocking, or the mutex becomes permanently
+//! `ENOTRECOVERABLE`. [`MutexGuard`] makes that explicit: [`RobustMutex::lock`] says whether the
+//! owner died, and the guard only marks the mutex consistent when told to.
+//!
+//! Caveats honoured by the callers (see `store.rs`): a process never unmaps a region while one
+//! of its threads holds one of its locks (guards borrow the mapping), and holds at most one
+//! shard lock at a time.
+
+use std::io;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use crate::raw::RawRegion;
+
+/// How a lock was acquired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Acquired {
+    /// The previous holder died holding the lock: repair, then [`MutexGuard::mark_consistent`].
+    pub owner_died: bool,
+    /// The first attempt found the lock taken.
+    pub contended: bool,
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug)]
+pub(crate) enum LockError {
+    /// A live process held it longer than the timeout.
+    Timeout(Duration),
+    /// A previous holder unlocked after an owner death without marking it consistent (or the
+    /// bytes of the mutex were overwritten).
+    NotRecoverable,
+    /// Any other error code (the mutex bytes are not a valid mutex).
+    Os(io::Error),
+}
+
+/// A robust process-shared mutex at a fixed offset of a region.
+pub(crate) struct RobustMutex<'a> {
+    ptr: *mut libc::pthread_mutex_t,
+    _region: PhantomData<&'a RawRegion>,
+}
+
+/// Holds the lock until dropped.
+pub(crate) struct MutexGuard<'a> {
+    ptr: *mut libc::pthread_mutex_t,
+    _region: PhantomData<&'a RawRegion>,
+}
+
+fn errno(rc: libc::c_int) -> io::Error {
+    io::Error::from_raw_os_error(rc)
+}
+
+impl<'a> RobustMutex<'a> {
+    /// The mutex whose bytes start at `off` (8-aligned, `LINE` bytes reserved by the layout).
+    pub(crate) fn at(region: &'a RawRegion, off: usize) -> Self {
+        let ptr = region
+            .ptr_at(off, std::mem::size_of::<libc::pthread_mutex_t>())
+            .cast::<libc::pthread_mutex_t>();
+        RobustMutex {
+            ptr,
+            _region: PhantomData,
+        }
+    }
+
+    /// Initializes the mutex as process-shared and robust.
+    ///
+    /// # Safety
+    /// No thread of any process may be using this mutex (locked, waiting, or about to lock):
+    /// call it while creating a region, or when this process is the region's only user.
+    pub(crate) unsafe fn init(&self) -> io::Result<()> {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: (1) `attr` is a valid out-pointer, initialized by pthread_mutexattr_init before
+        // any other use and destroyed at the end; (2) `self.ptr` points to at least
+        // size_of::<pthread_mutex_t>() writable bytes of the mapping (checked in `at`), 8-aligned,
+        // and no one uses the mutex (the caller's contract).
+        unsafe {
+            let rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
+            if rc != 0 {
+                return Err(errno(rc));
+            }
+            let a = attr.as_mut_ptr();
+            let mut rc = libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
+            if rc == 0 {
+                rc = libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST);
+            }
+            if rc == 0 {
+                rc = libc::pthread_mutex_init(self.ptr, a);
+            }
+            libc::pthread_mutexattr_destroy(a);
+            if rc != 0 {
+                return Err(errno(rc));
+            }
+        }
+        Ok(())
+    }
+
+    fn guard(&self) -> MutexGuard<'a> {
+        MutexGuard {
+            ptr: self.ptr,
+            _region: PhantomData,
+        }
+    }
+
+    fn interpret(&self, rc: libc::c_int, contended: bool) -> Option<Result<(MutexGuard<'a>, Acquired), LockError>> {
+        match rc {
+            0 => Some(Ok((self.guard(), Acquired { owner_died: false, contended }))),
+            libc::EOWNERDEAD => Some(Ok((self.guard(), Acquired { owner_died: true, contended }))),
+            libc::ENOTRECOVERABLE => Some(Err(LockError::NotRecoverable)),
+            libc::EBUSY | libc::ETIMEDOUT => None,
+            other => Some(Err(LockError::Os(errno(other)))),
+        }
+    }
+
+    fn try_once(&self) -> libc::c_int {
+        // SAFETY: `self.ptr` points into the live mapping (borrowed for 'a); a mutex whose bytes
+        // were overwritten makes glibc return an error code, which we report.
+        unsafe { libc::pthread_mutex_trylock(self.ptr) }
+    }
+
+    /// Takes the lock, waiting at most `timeout` for a live holder. Spins briefly (bounded)
+    /// before sleeping, because waking a sleeper on the other core costs tens of microseconds.
+    pub(crate) fn lock(&self, timeout: Duration) -> Result<(MutexGuard<'a>, Acquired), LockError> {
+        if let Some(r) = self.interpret(self.try_once(), false) {
+            return r;
+        }
+        // Bounded spin: 1 + 2 + ... + 128 pause instructions between attempts.
+        for step in 0..8 {
+            for _ in 0..(1u32 << step) {
+                std::hint::spin_loop();
+            }
+            if let Some(r) = self.interpret(self.try_once(), true) {
+                return r;
+            }
+        }
+        let start = Instant::now();
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+        let total_ns = now.tv_nsec as i128 + timeout.as_nanos() as i128;
+        let deadline = libc::timespec {
+            tv_sec: now
+                .tv_sec
+                .saturating_add((total_ns / 1_000_000_000) as libc::time_t),
+            tv_nsec: (total_ns % 1_000_000_000) as libc::c_long,
+        };
+        loop {
+            // SAFETY: as in `try_once`; `deadline` is a valid timespec.
+            let rc = unsafe { libc::pthread_mutex_timedlock(self.ptr, &deadline) };
+            match self.interpret(rc, true) {
+                Some(r) => return r,
+                None if rc == libc::ETIMEDOUT || start.elapsed() >= timeout => {
+                    return Err(LockError::Timeout(start.elapsed()))
+                }
+                None => continue,
+            }
+        }
+    }
+}
+
+impl MutexGuard<'_> {
+    /// After repairing what a dead holder left, marks the mutex usable again.
+    pub(crate) fn mark_consistent(&mut self) -> io::Result<()> {
+        // SAFETY: we hold the lock (acquired with EOWNERDEAD); the pointer is live for the guard's
+        // lifetime.
+        let rc = unsafe { libc::pthread_mutex_consistent(self.ptr) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(errno(rc))
+        }
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this guard exists only while we hold the lock; the mapping outlives it.
+        unsafe { libc::pthread_mutex_unlock(self.ptr) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr::NonNull;
+
+    #[test]
+    fn lock_unlock_and_timeout() {
+        let mut buf = vec![0u64; 16];
+        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: `buf` outlives `r`.
+        let r = unsafe { RawRegion::new(base, 128) };
+        let m = RobustMutex::at(&r, 0);
+        // SAFETY: nobody else knows this mutex.
+        unsafe { m.init().unwrap() };
+        let (g, a) = m.lock(Duration::from_millis(10)).unwrap();
+        assert!(!a.owner_died && !a.contended);
+        // Same mutex from another thread: must time out while held.
+        let r2 = &r;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let m2 = RobustMutex::at(r2, 0);
+                let e = m2.lock(Duration::from_millis(20));
+                assert!(matches!(e, Err(LockError::Timeout(_))));
+            });
+        });
+        drop(g);
+        let (_g, a) = m.lock(Duration::from_millis(10)).unwrap();
+        assert!(!a.owner_died);
+    }
+}

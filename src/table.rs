@@ -1,0 +1,942 @@
+//! The sharded hash table: probing, lock-free reads, locked writes, expiry, eviction, repair
+//! and verification. Works on a [`RawRegion`] through the offsets of [`Layout`].
+//!
+//! # Table design
+//!
+//! Each shard is an open-addressing table of `groups x 8` fixed-size slots with one control
+//! byte per slot (hashbrown's scheme, with our own byte values so a zero-filled region is an
+//! empty table):
+//!
+//! | control byte  | meaning                                                   |
+//! |---------------|-----------------------------------------------------------|
+//! | `0x00`        | EMPTY: never used since the group last had room; lookups stop at a group containing one |
+//! | `0x01`        | DELETED: a tombstone; lookups continue past it            |
+//! | `0x80 \| h7`  | FULL, with 7 bits of the key's hash                       |
+//! | `0x02..=0x7F` | invalid (corruption; reported by `verify`)                |
+//!
+//! A key's probe sequence visits groups `home, home+1, home+3, home+6, ...` (triangular
+//! numbers, modulo the group count), at most [`MAX_PROBE_GROUPS`]. A lookup stops at the first
+//! group that contains an EMPTY byte. A delete may write EMPTY only when its group already has
+//! an EMPTY byte (then no lookup ever continued past this group, so none is cut short);
+//! otherwise it writes DELETED. Keys never move, which is what lets readers probe without a lock.
+//! Bounded probing means a key that finds no slot within the bound is refused (`Full`) or
+//! evicts, never causes a longer scan; a shard also refuses past 7/8 load.
+//!
+//! # Writes and crash consistency
+//!
+//! Writers hold the shard's robust mutex. Every write is one of:
+//! * **insert into a free slot**: write the slot (seqlock odd), then publish the control byte
+//!   with one store. Before the store nothing is visible; after it the entry is complete.
+//! * **overwrite a FULL slot** (update, incr, CAS, reuse of an expired slot, eviction): write the
+//!   new entry into the shard's scratch slot, then commit by storing `REDO_PUT` (with target and
+//!   tag) in the repair record, then copy into the target, then clear the record. A crash before
+//!   the commit leaves the old entry; after it, repair redoes the copy from scratch.
+//! * **delete / change expiry**: one store to the control byte (or the expiry word) inside the
+//!   slot's odd window.
+//! * **clear**: commit `REDO_CLEAR`, then empty every control group.
+//!
+//! The record's `touch` word names the slot whose sequence number may be odd. Repair (run by the
+//! next holder after `EOWNERDEAD`, or whenever a holder finds the record not idle) redoes a
+//! committed put or clear, makes `touch`'s sequence even, recounts the shard, then idles the
+//! record; every step is idempotent, so a repairer that dies is simply repaired after.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::WhenFull;
+use crate::error::{Error, Result};
+use crate::hash::Placement;
+use crate::layout::{rec, shard, slot, Layout, GROUP_WIDTH, MAX_PROBE_GROUPS};
+use crate::raw::RawRegion;
+use crate::sync::seqlock;
+use crate::sync::{LockError, MutexGuard, RobustMutex};
+
+/// Control-byte values and SWAR matching over one 8-byte group.
+pub(crate) mod ctrl {
+    pub const EMPTY: u8 = 0x00;
+    pub const DELETED: u8 = 0x01;
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+    /// The FULL control byte for hash `h`.
+    #[inline]
+    pub fn full(h: u64) -> u8 {
+        0x80 | (h as u8 & 0x7f)
+    }
+    #[inline]
+    pub fn is_full(b: u8) -> bool {
+        b & 0x80 != 0
+    }
+    #[inline]
+    pub fn is_valid(b: u8) -> bool {
+        b == EMPTY || b == DELETED || is_full(b)
+    }
+    /// 0x80 in each byte of `x` that is zero, exactly (no false positives).
+    #[inline]
+    fn zero_bytes(x: u64) -> u64 {
+        !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+    }
+    /// Bytes equal to `b`.
+    #[inline]
+    pub fn match_byte(group: u64, b: u8) -> u64 {
+        zero_bytes(group ^ (LO * u64::from(b)))
+    }
+    #[inline]
+    pub fn match_empty(group: u64) -> u64 {
+        zero_bytes(group)
+    }
+    /// EMPTY or DELETED (top bit clear, and valid).
+    #[inline]
+    pub fn match_free(group: u64) -> u64 {
+        zero_bytes(group) | match_byte(group, DELETED)
+    }
+    #[inline]
+    pub fn match_full(group: u64) -> u64 {
+        group & HI
+    }
+    /// Index (0..8) of the lowest matched byte.
+    #[inline]
+    pub fn lowest(mask: u64) -> usize {
+        (mask.trailing_zeros() / 8) as usize
+    }
+    #[inline]
+    pub fn byte(group: u64, i: usize) -> u8 {
+        (group >> (8 * i)) as u8
+    }
+}
+
+/// Triangular probe sequence over `n` groups, at most `MAX_PROBE_GROUPS` long.
+#[derive(Clone)]
+pub(crate) struct Probe {
+    pos: usize,
+    stride: usize,
+    n: usize,
+    left: u32,
+}
+
+impl Probe {
+    #[inline]
+    pub(crate) fn new(home: usize, n: usize) -> Self {
+        Probe {
+            pos: home,
+            stride: 0,
+            n,
+            left: MAX_PROBE_GROUPS,
+        }
+    }
+}
+
+impl Iterator for Probe {
+    type Item = usize;
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let g = self.pos;
+        self.stride += 1;
+        self.pos += self.stride;
+        while self.pos >= self.n {
+            self.pos -= self.n;
+        }
+        Some(g)
+    }
+}
+
+/// What a lock-free read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Live entry; the value was copied out. `expires_ms` is 0 for no expiry.
+    Hit { expires_ms: u64 },
+    Miss,
+    /// A slot kept changing (or stayed mid-write): take the lock.
+    Contended,
+}
+
+enum SlotRead {
+    Match { expires_ms: u64 },
+    Other,
+    Unstable,
+}
+
+/// How many times a lock-free read retries before taking the shard lock.
+const READ_RETRIES: u32 = 16;
+/// Slots examined per refused insert by the amortized expiry sweep.
+const SWEEP_BUDGET: usize = 128;
+
+/// Writer statistics kept in the shard header (written only under the lock).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stat {
+    Sets = shard::SETS as isize,
+    Deletes = shard::DELETES as isize,
+    Expirations = shard::EXPIRATIONS as isize,
+    Evictions = shard::EVICTIONS as isize,
+    Full = shard::FULL as isize,
+    Recoveries = shard::RECOVERIES as isize,
+    Contended = shard::CONTENDED as isize,
+}
+
+/// One shard of a region.
+#[derive(Clone, Copy)]
+pub(crate) struct Shard<'a> {
+    r: &'a RawRegion,
+    l: &'a Layout,
+    off: usize,
+    pub(crate) index: usize,
+}
+
+impl<'a> Shard<'a> {
+    pub(crate) fn new(r: &'a RawRegion, l: &'a Layout, index: usize) -> Self {
+        Shard {
+            r,
+            l,
+            off: l.shard_off(index),
+            index,
+        }
+    }
+
+    #[inline]
+    fn groups(&self) -> usize {
+        self.l.geo.groups_per_shard as usize
+    }
+    #[inline]
+    fn group(&self, g: usize) -> &'a AtomicU64 {
+        self.r.u64_at(self.l.group_off(self.off, g))
+    }
+    #[inline]
+    fn slot_off(&self, i: usize) -> usize {
+        self.l.slot_off(self.off, i)
+    }
+    #[inline]
+    fn seq(&self, i: usize) -> &'a AtomicU32 {
+        self.r.u32_at(self.slot_off(i) + slot::SEQ)
+    }
+    #[inline]
+    fn hdr_u32(&self, field: usize) -> &'a AtomicU32 {
+        self.r.u32_at(self.off + field)
+    }
+    #[inline]
+    fn hdr_u64(&self, field: usize) -> &'a AtomicU64 {
+        self.r.u64_at(self.off + field)
+    }
+    #[inline]
+    fn ctrl_of(&self, i: usize, order: Ordering) -> u8 {
+        ctrl::byte(self.group(i / GROUP_WIDTH).load(order), i % GROUP_WIDTH)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.hdr_u64(shard::LEN).load(Ordering::Relaxed)
+    }
+    pub(crate) fn tombstones(&self) -> u64 {
+        self.hdr_u64(shard::TOMBSTONES).load(Ordering::Relaxed)
+    }
+    pub(crate) fn stat(&self, s: Stat) -> u64 {
+        self.hdr_u64(s as usize).load(Ordering::Relaxed)
+    }
+
+    /// Lock-free lookup: copies the value into `out` on a hit. Writes nothing shared, except
+    /// setting a CLOCK reference bit (only when not already set) under `WhenFull::Evict`.
+    pub(crate) fn read(
+        &self,
+        key: &[u8],
+        p: Placement,
+        now: &dyn Fn() -> u64,
+        out: &mut Vec<u8>,
+    ) -> Result<Read> {
+        'retry: for _ in 0..READ_RETRIES {
+            for g in Probe::new(p.home, self.groups()) {
+                let grp = self.group(g).load(Ordering::Acquire);
+                let mut m = ctrl::match_byte(grp, p.tag);
+                while m != 0 {
+                    let i = g * GROUP_WIDTH + ctrl::lowest(m);
+                    m &= m - 1;
+                    match self.read_slot(i, key, p.tag, out)? {
+                        SlotRead::Match { expires_ms } => {
+                            if expires_ms != 0 && now() >= expires_ms {
+                                return Ok(Read::Miss);
+                            }
+                            if self.l.geo.policy == WhenFull::Evict {
+                                let flags = self.r.u32_at(self.slot_off(i) + slot::FLAGS);
+                                if flags.load(Ordering::Relaxed) & slot::FLAG_REFERENCED == 0 {
+                                    flags.fetch_or(slot::FLAG_REFERENCED, Ordering::Relaxed);
+                                }
+                            }
+                            return Ok(Read::Hit { expires_ms });
+                        }
+                        SlotRead::Other => {}
+                        SlotRead::Unstable => {
+                            std::hint::spin_loop();
+                            continue 'retry;
+                        }
+                    }
+                }
+                if ctrl::match_empty(grp) != 0 {
+                    return Ok(Read::Miss);
+                }
+            }
+            return Ok(Read::Miss);
+        }
+        Ok(Read::Contended)
+    }
+
+    /// Seqlock read of slot `i`: is it `key` (with control byte `tag`), and if so its value.
+    #[inline]
+    fn read_slot(
+        &self,
+        i: usize,
+        key: &[u8],
+        tag: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<SlotRead> {
+        let so = self.slot_off(i);
+        let seq = self.seq(i);
+        let Some(s1) = seqlock::read_begin(seq) else {
+            return Ok(SlotRead::Unstable);
+        };
+        let unstable_or = |r: SlotRead| {
+            if seqlock::read_validate(seq, s1) {
+                r
+            } else {
+                SlotRead::Unstable
+            }
+        };
+        if self.ctrl_of(i, Ordering::Relaxed) != tag
+            || self.r.u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize != key.len()
+            || !self.r.bytes_eq(so + slot::KEY, key)
+        {
+            return Ok(unstable_or(SlotRead::Other));
+        }
+        let expires_ms = self.r.u64_at(so + slot::EXPIRES).load(Ordering::Relaxed);
+        let vlen = self.r.u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+        if vlen > self.l.geo.max_value_len as usize {
+            return match unstable_or(SlotRead::Other) {
+                SlotRead::Unstable => Ok(SlotRead::Unstable),
+                _ => Err(Error::corrupted("slot value length exceeds max_value_len")),
+            };
+        }
+        out.clear();
+        self.r.read_bytes(so + self.l.value_in_slot(), vlen, out);
+        Ok(unstable_or(SlotRead::Match { expires_ms }))
+    }
+
+    /// Takes the shard lock, repairing first if the previous holder died (or left the repair
+    /// record busy). With `force`, a failed repair does not fail the lock (used by `clear`,
+    /// which rewrites the whole shard).
+    pub(crate) fn lock(&self, timeout: Duration, force: bool) -> Result<Locked<'a>> {
+        let m = RobustMutex::at(self.r, self.off + shard::MUTEX);
+        let (mut guard, acq) = m.lock(timeout).map_err(|e| match e {
+            LockError::Timeout(d) => Error::LockTimeout {
+                waited_ms: d.as_millis() as u64,
+            },
+            LockError::NotRecoverable => Error::corrupted("shard lock is not recoverable"),
+            LockError::Os(e) => Error::io("pthread_mutex_lock", e),
+        })?;
+        let locked = Locked {
+            s: *self,
+            _guard: None,
+        };
+        if acq.contended {
+            locked.bump(Stat::Contended);
+        }
+        let busy = self.hdr_u32(shard::REC_OP).load(Ordering::Acquire) != rec::IDLE
+            || self.hdr_u32(shard::REC_TOUCH).load(Ordering::Acquire) != rec::NO_SLOT;
+        let mut repaired = Ok(());
+        if acq.owner_died || busy {
+            repaired = locked.repair();
+            locked.bump(Stat::Recoveries);
+        }
+        if acq.owner_died {
+            guard
+                .mark_consistent()
+                .map_err(|e| Error::io("pthread_mutex_consistent", e))?;
+        }
+        crate::failpoint!("lock.acquired");
+        if !force {
+            repaired?;
+        }
+        Ok(Locked {
+            s: *self,
+            _guard: Some(guard),
+        })
+    }
+}
+
+/// A shard whose lock we hold.
+pub(crate) struct Locked<'a> {
+    s: Shard<'a>,
+    _guard: Option<MutexGuard<'a>>,
+}
+
+/// Result of a locked lookup.
+#[derive(Debug, Default)]
+pub(crate) struct Lookup {
+    /// Slot holding the key (live or expired).
+    pub slot: Option<usize>,
+    /// Its expiry (0 = none).
+    pub expires_ms: u64,
+    /// First free (EMPTY/DELETED) slot on the probe path.
+    pub free: Option<usize>,
+    /// Groups visited (the window a new entry may be placed in).
+    pub visited: usize,
+}
+
+impl Lookup {
+    pub(crate) fn live(&self, now: u64) -> Option<usize> {
+        self.slot
+            .filter(|_| self.expires_ms == 0 || now < self.expires_ms)
+    }
+}
+
+/// An entry to write.
+pub(crate) struct Entry<'e> {
+    pub key: &'e [u8],
+    pub value: &'e [u8],
+    pub expires_ms: u64,
+    pub tag: u8,
+}
+
+impl<'a> Locked<'a> {
+    fn r(&self) -> &'a RawRegion {
+        self.s.r
+    }
+    fn l(&self) -> &'a Layout {
+        self.s.l
+    }
+
+    pub(crate) fn bump(&self, s: Stat) {
+        let w = self.s.hdr_u64(s as usize);
+        w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+    fn add_len(&self, field: usize, delta: i64) {
+        let w = self.s.hdr_u64(field);
+        w.store(
+            w.load(Ordering::Relaxed).saturating_add_signed(delta),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Stores control byte `b` for slot `i` (we are the only writer of control groups).
+    fn set_ctrl(&self, i: usize, b: u8) {
+        let g = self.s.group(i / GROUP_WIDTH);
+        let sh = 8 * (i % GROUP_WIDTH);
+        let w = g.load(Ordering::Relaxed);
+        g.store(
+            (w & !(0xffu64 << sh)) | (u64::from(b) << sh),
+            Ordering::Release,
+        );
+    }
+
+    fn set_touch(&self, i: Option<usize>) {
+        let v = i.map_or(rec::NO_SLOT, |i| i as u32 + 1);
+        self.s.hdr_u32(shard::REC_TOUCH).store(v, Ordering::Release);
+    }
+
+    /// Finds `key`, and the first free slot on its path.
+    pub(crate) fn lookup(&self, key: &[u8], p: Placement) -> Lookup {
+        let mut lk = Lookup::default();
+        for g in Probe::new(p.home, self.s.groups()) {
+            lk.visited += 1;
+            let grp = self.s.group(g).load(Ordering::Relaxed);
+            let mut m = ctrl::match_byte(grp, p.tag);
+            while m != 0 {
+                let i = g * GROUP_WIDTH + ctrl::lowest(m);
+                m &= m - 1;
+                let so = self.s.slot_off(i);
+                if self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize
+                    == key.len()
+                    && self.r().bytes_eq(so + slot::KEY, key)
+                {
+                    lk.slot = Some(i);
+                    lk.expires_ms = self.r().u64_at(so + slot::EXPIRES).load(Ordering::Relaxed);
+                    return lk;
+                }
+            }
+            if lk.free.is_none() {
+                let f = ctrl::match_free(grp);
+                if f != 0 {
+                    lk.free = Some(g * GROUP_WIDTH + ctrl::lowest(f));
+                }
+            }
+            if ctrl::match_empty(grp) != 0 {
+                break;
+            }
+        }
+        lk
+    }
+
+    /// Copies slot `i`'s value into `out` (no concurrent writer: we hold the lock).
+    pub(crate) fn read_value(&self, i: usize, out: &mut Vec<u8>) -> Result<()> {
+        let so = self.s.slot_off(i);
+        let vlen = self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+        if vlen > self.l().geo.max_value_len as usize {
+            return Err(Error::corrupted("slot value length exceeds max_value_len"));
+        }
+        out.clear();
+        self.r().read_bytes(so + self.l().value_in_slot(), vlen, out);
+        Ok(())
+    }
+
+    /// Length of slot `i`'s value, as stored (callers bound it before reading).
+    pub(crate) fn value_len(&self, i: usize) -> usize {
+        let so = self.s.slot_off(i);
+        self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize
+    }
+
+    /// Reads the first `dst.len()` bytes of slot `i`'s value (at most `max_value_len`).
+    pub(crate) fn read_small(&self, i: usize, dst: &mut [u8]) {
+        let n = dst.len().min(self.l().val_cap);
+        let so = self.s.slot_off(i);
+        self.r().read_into(so + self.l().value_in_slot(), &mut dst[..n]);
+    }
+
+    /// Whether slot `i`'s value equals `v`.
+    pub(crate) fn value_eq(&self, i: usize, v: &[u8]) -> bool {
+        let so = self.s.slot_off(i);
+        self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize == v.len()
+            && self.r().bytes_eq(so + self.l().value_in_slot(), v)
+    }
+
+    fn write_fields(&self, so: usize, e: &Entry<'_>) {
+        let r = self.r();
+        r.u32_at(so + slot::KEY_LEN)
+            .store(e.key.len() as u32, Ordering::Relaxed);
+        r.u32_at(so + slot::VAL_LEN)
+            .store(e.value.len() as u32, Ordering::Relaxed);
+        r.u32_at(so + slot::FLAGS).store(0, Ordering::Relaxed);
+        r.u64_at(so + slot::EXPIRES)
+            .store(e.expires_ms, Ordering::Relaxed);
+        r.write_bytes(so + slot::KEY, e.key);
+        r.write_bytes(so + self.l().value_in_slot(), e.value);
+    }
+
+    /// Puts `e` into free slot `i` and publishes it.
+    fn insert_free(&self, i: usize, e: &Entry<'_>) {
+        let was = self.s.ctrl_of(i, Ordering::Relaxed);
+        debug_assert!(!ctrl::is_full(was));
+        self.set_touch(Some(i));
+        let seq = self.s.seq(i);
+        let odd = seqlock::write_begin(seq);
+        self.write_fields(self.s.slot_off(i), e);
+        crate::failpoint!("insert.written");
+        self.set_ctrl(i, e.tag);
+        crate::failpoint!("insert.published");
+        seqlock::write_end(seq, odd);
+        self.set_touch(None);
+        self.add_len(shard::LEN, 1);
+        if was == ctrl::DELETED {
+            self.add_len(shard::TOMBSTONES, -1);
+        }
+    }
+
+    /// Replaces FULL slot `i` with `e`, through the scratch slot and the repair record.
+    pub(crate) fn overwrite(&self, i: usize, e: &Entry<'_>) {
+        let rs = self.s.hdr_u32(shard::REC_OP);
+        self.write_fields(self.l().scratch_off(self.s.off), e);
+        crate::failpoint!("put.scratch");
+        self.s
+            .hdr_u32(shard::REC_TARGET)
+            .store(i as u32, Ordering::Relaxed);
+        self.s
+            .hdr_u32(shard::REC_TAG)
+            .store(u32::from(e.tag), Ordering::Relaxed);
+        rs.store(rec::REDO_PUT, Ordering::Release); // the commit point
+        crate::failpoint!("put.committed");
+        self.set_touch(Some(i));
+        let seq = self.s.seq(i);
+        let odd = seqlock::write_begin(seq);
+        self.write_fields(self.s.slot_off(i), e);
+        crate::failpoint!("put.applying");
+        self.set_ctrl(i, e.tag);
+        seqlock::write_end(seq, odd);
+        crate::failpoint!("put.published");
+        self.set_touch(None);
+        rs.store(rec::IDLE, Ordering::Release);
+    }
+
+    /// Removes the entry in slot `i`.
+    pub(crate) fn remove(&self, i: usize) {
+        let g = self.s.group(i / GROUP_WIDTH).load(Ordering::Relaxed);
+        // EMPTY only if the group already stops lookups (has another EMPTY byte).
+        let b = if ctrl::match_empty(g) != 0 {
+            ctrl::EMPTY
+        } else {
+            ctrl::DELETED
+        };
+        self.set_touch(Some(i));
+        let seq = self.s.seq(i);
+        let odd = seqlock::write_begin(seq);
+        self.set_ctrl(i, b);
+        crate::failpoint!("delete.ctrl");
+        seqlock::write_end(seq, odd);
+        self.set_touch(None);
+        self.add_len(shard::LEN, -1);
+        if b == ctrl::DELETED {
+            self.add_len(shard::TOMBSTONES, 1);
+        }
+    }
+
+    /// Changes slot `i`'s expiry.
+    pub(crate) fn set_expiry(&self, i: usize, expires_ms: u64) {
+        self.set_touch(Some(i));
+        let seq = self.s.seq(i);
+        let odd = seqlock::write_begin(seq);
+        self.r()
+            .u64_at(self.s.slot_off(i) + slot::EXPIRES)
+            .store(expires_ms, Ordering::Relaxed);
+        crate::failpoint!("expire.stored");
+        seqlock::write_end(seq, odd);
+        self.set_touch(None);
+    }
+
+    fn slot_expired(&self, i: usize, now: u64) -> bool {
+        let e = self
+            .r()
+            .u64_at(self.s.slot_off(i) + slot::EXPIRES)
+            .load(Ordering::Relaxed);
+        e != 0 && now >= e
+    }
+
+    /// Groups of the probe window `visited` groups long.
+    fn window(&self, home: usize, visited: usize) -> impl Iterator<Item = usize> {
+        Probe::new(home, self.s.groups()).take(visited.max(1))
+    }
+
+    /// Places a key that is absent (or only present expired, in `lk.slot`): reuses its expired
+    /// slot, else a free slot if the shard is under its load limit, else an expired entry in the
+    /// window, else evicts or refuses.
+    pub(crate) fn insert_new(&self, lk: &Lookup, e: &Entry<'_>, p: Placement, now: u64) -> Result<()> {
+        if let Some(i) = lk.slot {
+            self.bump(Stat::Expirations);
+            self.overwrite(i, e);
+            self.bump(Stat::Sets);
+            return Ok(());
+        }
+        let max = self.l().max_entries_per_shard;
+        if self.s.len() >= max {
+            self.sweep_expired(now, SWEEP_BUDGET);
+        }
+        if self.s.len() < max {
+            if let Some(f) = lk.free {
+                self.insert_free(f, e);
+                self.bump(Stat::Sets);
+                return Ok(());
+            }
+        }
+        // No free slot we may use: an expired entry in the window, then eviction.
+        let mut first_full = None;
+        let mut unreferenced = None;
+        for g in self.window(p.home, lk.visited) {
+            let grp = self.s.group(g).load(Ordering::Relaxed);
+            let mut m = ctrl::match_full(grp);
+            while m != 0 {
+                let i = g * GROUP_WIDTH + ctrl::lowest(m);
+                m &= m - 1;
+                if self.slot_expired(i, now) {
+                    self.bump(Stat::Expirations);
+                    self.overwrite(i, e);
+                    self.bump(Stat::Sets);
+                    return Ok(());
+                }
+                first_full.get_or_insert(i);
+                if unreferenced.is_none() {
+                    let flags = self.r().u32_at(self.s.slot_off(i) + slot::FLAGS);
+                    let f = flags.load(Ordering::Relaxed);
+                    if f & slot::FLAG_REFERENCED == 0 {
+                        unreferenced = Some(i);
+                    } else if self.l().geo.policy == WhenFull::Evict {
+                        // CLOCK: a second chance, consumed.
+                        flags.store(f & !slot::FLAG_REFERENCED, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        match (self.l().geo.policy, unreferenced.or(first_full)) {
+            (WhenFull::Evict, Some(victim)) => {
+                self.bump(Stat::Evictions);
+                self.overwrite(victim, e);
+                self.bump(Stat::Sets);
+                Ok(())
+            }
+            _ => {
+                self.bump(Stat::Full);
+                Err(Error::Full)
+            }
+        }
+    }
+
+    /// Deletes up to `budget` slots' worth of expired entries, continuing where the last sweep
+    /// of this shard stopped. Returns how many were removed.
+    pub(crate) fn sweep_expired(&self, now: u64, budget: usize) -> usize {
+        let n = self.l().slots_per_shard;
+        let cursor = self.s.hdr_u64(shard::SWEEP_CURSOR);
+        let mut i = (cursor.load(Ordering::Relaxed) % n as u64) as usize;
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && self.slot_expired(i, now) {
+                self.remove(i);
+                self.bump(Stat::Expirations);
+                removed += 1;
+            }
+            i = if i + 1 == n { 0 } else { i + 1 };
+        }
+        cursor.store(i as u64, Ordering::Relaxed);
+        removed
+    }
+
+    /// Removes every expired entry of the shard.
+    pub(crate) fn flush_expired(&self, now: u64) -> usize {
+        let mut removed = 0;
+        for i in 0..self.l().slots_per_shard {
+            if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && self.slot_expired(i, now) {
+                self.remove(i);
+                self.bump(Stat::Expirations);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Empties the shard (atomically: a crash midway is finished by repair).
+    pub(crate) fn clear(&self) -> u64 {
+        let before = self.s.len();
+        let rs = self.s.hdr_u32(shard::REC_OP);
+        rs.store(rec::REDO_CLEAR, Ordering::Release);
+        self.redo_clear();
+        rs.store(rec::IDLE, Ordering::Release);
+        before
+    }
+
+    fn redo_clear(&self) {
+        let groups = self.s.groups();
+        for g in 0..groups {
+            self.s.group(g).store(0, Ordering::Release);
+            if g == groups / 2 {
+                crate::failpoint!("clear.half");
+            }
+        }
+        self.s.hdr_u64(shard::LEN).store(0, Ordering::Relaxed);
+        self.s.hdr_u64(shard::TOMBSTONES).store(0, Ordering::Relaxed);
+        self.set_touch(None);
+    }
+
+    /// Brings the shard back to a consistent state after a writer died (see the module docs).
+    /// Idempotent; validates every value it reads from the record and the scratch slot.
+    pub(crate) fn repair(&self) -> Result<()> {
+        let n = self.l().slots_per_shard;
+        let op = self.s.hdr_u32(shard::REC_OP).load(Ordering::Acquire);
+        match op {
+            rec::IDLE => {}
+            rec::REDO_PUT => {
+                let target = self.s.hdr_u32(shard::REC_TARGET).load(Ordering::Relaxed) as usize;
+                let tag = self.s.hdr_u32(shard::REC_TAG).load(Ordering::Relaxed);
+                if target >= n {
+                    return Err(Error::corrupted("repair record: target slot out of range"));
+                }
+                let tag = u8::try_from(tag)
+                    .ok()
+                    .filter(|t| ctrl::is_full(*t))
+                    .ok_or(Error::corrupted("repair record: invalid tag"))?;
+                let sc = self.l().scratch_off(self.s.off);
+                let klen = self.r().u32_at(sc + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
+                let vlen = self.r().u32_at(sc + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+                if klen > self.l().geo.max_key_len as usize
+                    || vlen > self.l().geo.max_value_len as usize
+                {
+                    return Err(Error::corrupted("repair record: scratch lengths out of range"));
+                }
+                self.set_touch(Some(target));
+                let dst = self.s.slot_off(target);
+                let seq = self.s.seq(target);
+                let odd = seqlock::write_begin(seq);
+                // Header fields after `seq`, then key and value (lengths validated above).
+                let r = self.r();
+                r.u32_at(dst + slot::KEY_LEN).store(klen as u32, Ordering::Relaxed);
+                r.u32_at(dst + slot::VAL_LEN).store(vlen as u32, Ordering::Relaxed);
+                r.u32_at(dst + slot::FLAGS).store(0, Ordering::Relaxed);
+                let exp = r.u64_at(sc + slot::EXPIRES).load(Ordering::Relaxed);
+                r.u64_at(dst + slot::EXPIRES).store(exp, Ordering::Relaxed);
+                self.r()
+                    .copy_words(sc + slot::KEY, dst + slot::KEY, klen.div_ceil(8));
+                let vo = self.l().value_in_slot();
+                self.r().copy_words(sc + vo, dst + vo, vlen.div_ceil(8));
+                crate::failpoint!("repair.redone");
+                self.set_ctrl(target, tag);
+                seqlock::write_end(seq, odd);
+            }
+            rec::REDO_CLEAR => self.redo_clear(),
+            _ => return Err(Error::corrupted("repair record: unknown operation")),
+        }
+        let touch = self.s.hdr_u32(shard::REC_TOUCH).load(Ordering::Acquire);
+        if touch != rec::NO_SLOT {
+            let i = (touch - 1) as usize;
+            if i >= n {
+                return Err(Error::corrupted("repair record: touched slot out of range"));
+            }
+            let seq = self.s.seq(i);
+            let s = seq.load(Ordering::Relaxed);
+            if s & 1 == 1 {
+                seqlock::write_end(seq, s);
+            }
+        }
+        let (full, deleted) = self.count_ctrl();
+        self.s.hdr_u64(shard::LEN).store(full, Ordering::Relaxed);
+        self.s
+            .hdr_u64(shard::TOMBSTONES)
+            .store(deleted, Ordering::Relaxed);
+        crate::failpoint!("repair.recounted");
+        self.set_touch(None);
+        self.s
+            .hdr_u32(shard::REC_OP)
+            .store(rec::IDLE, Ordering::Release);
+        Ok(())
+    }
+
+    /// (FULL, DELETED) control bytes in the shard.
+    fn count_ctrl(&self) -> (u64, u64) {
+        let (mut full, mut deleted) = (0u64, 0u64);
+        for g in 0..self.s.groups() {
+            let grp = self.s.group(g).load(Ordering::Relaxed);
+            full += u64::from(ctrl::match_full(grp).count_ones());
+            deleted += u64::from(ctrl::match_byte(grp, ctrl::DELETED).count_ones());
+        }
+        (full, deleted)
+    }
+
+    /// Checks every invariant of the shard; appends what is wrong to `problems`.
+    pub(crate) fn verify(
+        &self,
+        seed: (u64, u64),
+        now: u64,
+        problems: &mut Vec<crate::verify::Problem>,
+        totals: &mut crate::verify::Totals,
+    ) {
+        use crate::verify::{Problem, ProblemKind as K};
+        let shard_no = self.s.index as u32;
+        let mut push = |slot: Option<usize>, kind| {
+            problems.push(Problem {
+                shard: shard_no,
+                slot: slot.map(|s| s as u32),
+                kind,
+            })
+        };
+        let op = self.s.hdr_u32(shard::REC_OP).load(Ordering::Relaxed);
+        let touch = self.s.hdr_u32(shard::REC_TOUCH).load(Ordering::Relaxed);
+        if op != rec::IDLE || touch != rec::NO_SLOT {
+            push(None, K::RecordBusy { op, touch });
+        }
+        let mut key = Vec::new();
+        let (mut full, mut deleted) = (0u64, 0u64);
+        for i in 0..self.l().slots_per_shard {
+            let b = self.s.ctrl_of(i, Ordering::Relaxed);
+            if !ctrl::is_valid(b) {
+                push(Some(i), K::InvalidControlByte(b));
+                continue;
+            }
+            if b == ctrl::DELETED {
+                deleted += 1;
+            }
+            if !ctrl::is_full(b) {
+                continue;
+            }
+            full += 1;
+            let so = self.s.slot_off(i);
+            let seq = self.s.seq(i).load(Ordering::Relaxed);
+            if seq & 1 == 1 {
+                push(Some(i), K::SlotMidWrite);
+            }
+            let klen = self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
+            let vlen = self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+            if klen > self.l().geo.max_key_len as usize {
+                push(Some(i), K::KeyTooLong(klen as u64));
+                continue;
+            }
+            if vlen > self.l().geo.max_value_len as usize {
+                push(Some(i), K::ValueTooLong(vlen as u64));
+            }
+            key.clear();
+            self.r().read_bytes(so + slot::KEY, klen, &mut key);
+            let h = crate::hash::hash(seed, &key);
+            let p = crate::hash::place(h, self.l().geo.shards, self.l().geo.groups_per_shard);
+            if p.shard != self.s.index {
+                push(Some(i), K::WrongShard);
+                continue;
+            }
+            if p.tag != b {
+                push(Some(i), K::WrongTag);
+                continue;
+            }
+            match self.lookup(&key, p).slot {
+                Some(j) if j == i => {}
+                Some(_) => push(Some(i), K::DuplicateKey),
+                None => push(Some(i), K::Unreachable),
+            }
+            if self.slot_expired(i, now) {
+                totals.expired += 1;
+            }
+        }
+        let len = self.s.len();
+        if len != full {
+            push(None, K::LenMismatch { stored: len, counted: full });
+        }
+        let t = self.s.tombstones();
+        if t != deleted {
+            push(None, K::TombstonesMismatch { stored: t, counted: deleted });
+        }
+        totals.entries += full;
+        totals.tombstones += deleted;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swar_matching_is_exact() {
+        let bytes = [0x00u8, 0x01, 0x85, 0xff, 0x00, 0x85, 0x7f, 0x80];
+        let g = u64::from_le_bytes(bytes);
+        let idx = |mut m: u64| {
+            let mut v = vec![];
+            while m != 0 {
+                v.push(ctrl::lowest(m));
+                m &= m - 1;
+            }
+            v
+        };
+        assert_eq!(idx(ctrl::match_empty(g)), vec![0, 4]);
+        assert_eq!(idx(ctrl::match_byte(g, 0x85)), vec![2, 5]);
+        assert_eq!(idx(ctrl::match_free(g)), vec![0, 1, 4]);
+        assert_eq!(idx(ctrl::match_full(g)), vec![2, 3, 5, 7]);
+        // Every byte value against every position (no false positives, none missed).
+        for v in 0..=255u8 {
+            for pos in 0..8 {
+                let mut b = [0x42u8; 8];
+                b[pos] = v;
+                let g = u64::from_le_bytes(b);
+                let m = ctrl::match_byte(g, v);
+                if v == 0x42 {
+                    assert_eq!(m.count_ones(), 8);
+                } else {
+                    assert_eq!(idx(m), vec![pos]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn probe_is_bounded_and_in_range() {
+        for n in [1usize, 2, 3, 16, 17, 1000] {
+            for home in [0, n / 2, n - 1] {
+                let v: Vec<_> = Probe::new(home, n).collect();
+                assert_eq!(v.len(), MAX_PROBE_GROUPS as usize);
+                assert!(v.iter().all(|&g| g < n));
+                assert_eq!(v[0], home);
+            }
+        }
+        // With a power-of-two group count the first n steps visit n distinct groups.
+        let v: std::collections::HashSet<_> = Probe::new(3, 16).collect();
+        assert_eq!(v.len(), 16);
+    }
+}
