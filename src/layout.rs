@@ -82,7 +82,6 @@ pub mod header {
 
 /// `init_state` values. Written last by the creator (Release), read first by openers (Acquire).
 pub mod init_state {
-    pub const UNINIT: u32 = 0;
     pub const READY: u32 = 0x5245_4459; // "READ"-ish, unlikely in random bytes
 }
 
@@ -504,11 +503,6 @@ impl Layout {
     #[inline]
     pub fn value_in_slot(&self) -> usize {
         slot::KEY + self.key_cap
-    }
-
-    /// Bytes of region per configured entry (for reports).
-    pub fn bytes_per_entry(&self) -> f64 {
-        self.total_len as f64 / self.geo.capacity as f64
     }
 }
 

@@ -177,14 +177,6 @@ impl RawRegion {
         }
         true
     }
-
-    /// Stores `value` into `words` consecutive words at `off` (8-aligned).
-    pub(crate) fn fill_words(&self, off: usize, words: usize, value: u64) {
-        self.check(off, words * 8, 8);
-        for w in 0..words {
-            self.u64_at(off + w * 8).store(value, Ordering::Relaxed);
-        }
-    }
 }
 
 #[cfg(test)]

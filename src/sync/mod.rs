@@ -4,4 +4,4 @@
 pub(crate) mod mutex;
 pub(crate) mod seqlock;
 
-pub(crate) use mutex::{Acquired, LockError, MutexGuard, RobustMutex};
+pub(crate) use mutex::{LockError, MutexGuard, RobustMutex};
