@@ -179,7 +179,7 @@ pub(crate) fn resolve(inner: &Arc<Inner>, name: &str, timeout: Duration) -> Resu
                 .store(name.len() as u32, Ordering::Relaxed);
             r.u64_at(off + c::HASH).store(h, Ordering::Relaxed);
             r.write_bytes(off + c::NAME, name.as_bytes());
-            crate::failpoint!("counter.named");
+            failpoint!("counter.named");
             r.u32_at(off + c::STATE).store(c::LIVE, Ordering::Release);
             drop(guard);
             Ok(make(i))

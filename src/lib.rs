@@ -61,7 +61,7 @@ macro_rules! failpoint {
         $crate::failpoint::hit($name);
     };
 }
-pub(crate) use failpoint;
+
 
 mod clock;
 mod config;

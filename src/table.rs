@@ -344,15 +344,16 @@ impl<'a> Shard<'a> {
             || self.hdr_u32(shard::REC_TOUCH).load(Ordering::Acquire) != rec::NO_SLOT;
         let mut repaired = Ok(());
         if acq.owner_died || busy {
-            repaired = locked.repair();
+            // Counted before repairing, so a repairer that dies is counted too.
             locked.bump(Stat::Recoveries);
+            repaired = locked.repair();
         }
         if acq.owner_died {
             guard
                 .mark_consistent()
                 .map_err(|e| Error::io("pthread_mutex_consistent", e))?;
         }
-        crate::failpoint!("lock.acquired");
+        failpoint!("lock.acquired");
         if !force {
             repaired?;
         }
@@ -519,9 +520,9 @@ impl<'a> Locked<'a> {
         let seq = self.s.seq(i);
         let odd = seqlock::write_begin(seq);
         self.write_fields(self.s.slot_off(i), e);
-        crate::failpoint!("insert.written");
+        failpoint!("insert.written");
         self.set_ctrl(i, e.tag);
-        crate::failpoint!("insert.published");
+        failpoint!("insert.published");
         seqlock::write_end(seq, odd);
         self.set_touch(None);
         self.add_len(shard::LEN, 1);
@@ -534,7 +535,7 @@ impl<'a> Locked<'a> {
     pub(crate) fn overwrite(&self, i: usize, e: &Entry<'_>) {
         let rs = self.s.hdr_u32(shard::REC_OP);
         self.write_fields(self.l().scratch_off(self.s.off), e);
-        crate::failpoint!("put.scratch");
+        failpoint!("put.scratch");
         self.s
             .hdr_u32(shard::REC_TARGET)
             .store(i as u32, Ordering::Relaxed);
@@ -542,15 +543,15 @@ impl<'a> Locked<'a> {
             .hdr_u32(shard::REC_TAG)
             .store(u32::from(e.tag), Ordering::Relaxed);
         rs.store(rec::REDO_PUT, Ordering::Release); // the commit point
-        crate::failpoint!("put.committed");
+        failpoint!("put.committed");
         self.set_touch(Some(i));
         let seq = self.s.seq(i);
         let odd = seqlock::write_begin(seq);
         self.write_fields(self.s.slot_off(i), e);
-        crate::failpoint!("put.applying");
+        failpoint!("put.applying");
         self.set_ctrl(i, e.tag);
         seqlock::write_end(seq, odd);
-        crate::failpoint!("put.published");
+        failpoint!("put.published");
         self.set_touch(None);
         rs.store(rec::IDLE, Ordering::Release);
     }
@@ -568,7 +569,7 @@ impl<'a> Locked<'a> {
         let seq = self.s.seq(i);
         let odd = seqlock::write_begin(seq);
         self.set_ctrl(i, b);
-        crate::failpoint!("delete.ctrl");
+        failpoint!("delete.ctrl");
         seqlock::write_end(seq, odd);
         self.set_touch(None);
         self.add_len(shard::LEN, -1);
@@ -585,7 +586,7 @@ impl<'a> Locked<'a> {
         self.r()
             .u64_at(self.s.slot_off(i) + slot::EXPIRES)
             .store(expires_ms, Ordering::Relaxed);
-        crate::failpoint!("expire.stored");
+        failpoint!("expire.stored");
         seqlock::write_end(seq, odd);
         self.set_touch(None);
     }
@@ -713,7 +714,7 @@ impl<'a> Locked<'a> {
         for g in 0..groups {
             self.s.group(g).store(0, Ordering::Release);
             if g == groups / 2 {
-                crate::failpoint!("clear.half");
+                failpoint!("clear.half");
             }
         }
         self.s.hdr_u64(shard::LEN).store(0, Ordering::Relaxed);
@@ -761,7 +762,7 @@ impl<'a> Locked<'a> {
                     .copy_words(sc + slot::KEY, dst + slot::KEY, klen.div_ceil(8));
                 let vo = self.l().value_in_slot();
                 self.r().copy_words(sc + vo, dst + vo, vlen.div_ceil(8));
-                crate::failpoint!("repair.redone");
+                failpoint!("repair.redone");
                 self.set_ctrl(target, tag);
                 seqlock::write_end(seq, odd);
             }
@@ -785,7 +786,7 @@ impl<'a> Locked<'a> {
         self.s
             .hdr_u64(shard::TOMBSTONES)
             .store(deleted, Ordering::Relaxed);
-        crate::failpoint!("repair.recounted");
+        failpoint!("repair.recounted");
         self.set_touch(None);
         self.s
             .hdr_u32(shard::REC_OP)

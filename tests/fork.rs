@@ -1,1 +1,504 @@
-fn main() {}
+//! Multi-process tests with real `fork`ed workers (this test has `harness = false`, so the
+//! process is single-threaded when it forks). Needs the `failpoints` feature for the tests that
+//! kill a worker at a chosen instruction.
+//!
+//! Every child is waited for under a watchdog: a child that hangs is killed and the test fails.
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use common::{ShmName, TempDir};
+use shmstate::failpoint::{self, Action};
+use shmstate::{Config, Error, Store};
+
+type TestFn = fn();
+
+fn main() {
+    let tests: &[(&str, TestFn)] = &[
+        ("workers_increment_exactly", workers_increment_exactly),
+        ("values_cross_processes_untorn", values_cross_processes_untorn),
+        ("open_or_create_race_initializes_once", open_or_create_race_initializes_once),
+        ("named_and_file_visible_to_other_process", named_and_file_visible_to_other_process),
+        ("kill_at_every_write_point", kill_at_every_write_point),
+        ("parked_holder_then_sigkill", parked_holder_then_sigkill),
+        ("repairer_killed_midway", repairer_killed_midway),
+        ("counter_registrant_killed", counter_registrant_killed),
+        ("file_region_recovered_by_sole_opener", file_region_recovered_by_sole_opener),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in tests {
+        if !filter.is_empty() && !filter.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
+        let t = Instant::now();
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.2?})", t.elapsed());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    println!("\nfork: {passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process helpers
+
+/// Forks; the child runs `f` and exits 0 (101 if it panicked), without running destructors.
+fn spawn(f: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the test harness is single-threaded (harness = false), so the child may run
+    // arbitrary code; the child never returns from this function.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(()) => 0,
+            Err(_) => 101,
+        };
+        // SAFETY: _exit ends the child immediately, as a forked child should.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// How a child ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Waits for `pid` at most `limit`; kills it and panics if it takes longer.
+fn wait(pid: libc::pid_t, limit: Duration) -> Exit {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: valid out-pointer; `pid` is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                return Exit::Code(libc::WEXITSTATUS(status));
+            }
+            return Exit::Signal(libc::WTERMSIG(status));
+        }
+        assert!(r == 0, "waitpid failed");
+        if start.elapsed() > limit {
+            kill(pid);
+            panic!("child {pid} still running after {limit:?} (hang)");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn kill(pid: libc::pid_t) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: valid out-array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+/// Blocks until one byte arrives on `fd` (or `limit` passes).
+fn read_byte(fd: i32, limit: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: valid pollfd array of one.
+    let n = unsafe { libc::poll(&mut p, 1, limit.as_millis() as i32) };
+    if n != 1 {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: valid one-byte buffer.
+    unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) == 1 }
+}
+
+fn close(fd: i32) {
+    // SAFETY: closing a descriptor we own.
+    unsafe { libc::close(fd) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+fn workers_increment_exactly() {
+    const WORKERS: usize = 4;
+    const N: i64 = 20_000;
+    let store = Store::anonymous(&Config::new().capacity(1000)).unwrap();
+    let counter = store.counter("total").unwrap();
+    let pids: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let store = store.clone();
+            let counter = counter.clone();
+            spawn(move || {
+                for i in 0..N {
+                    counter.add(1);
+                    if i % 10 == 0 {
+                        store.incr(b"incr", 1, None).unwrap();
+                    }
+                }
+                store
+                    .set(format!("worker:{w}").as_bytes(), b"done", None)
+                    .unwrap();
+            })
+        })
+        .collect();
+    for pid in pids {
+        assert_eq!(wait(pid, Duration::from_secs(60)), Exit::Code(0));
+    }
+    assert_eq!(counter.get(), WORKERS as i64 * N);
+    assert_eq!(
+        store.get(b"incr").unwrap().unwrap(),
+        (WORKERS as i64 * N / 10).to_string().as_bytes()
+    );
+    for w in 0..WORKERS {
+        assert_eq!(
+            store.get(format!("worker:{w}").as_bytes()).unwrap().unwrap(),
+            b"done"
+        );
+    }
+    let rep = store.verify().unwrap();
+    assert!(rep.is_ok(), "{rep}");
+    let st = store.stats();
+    assert_eq!(st.lock_recoveries, 0);
+    println!("  ({} contended lock waits)", st.lock_contended);
+}
+
+/// A self-checking value: 8-byte generation, then bytes derived from key and generation.
+fn checked_value(key: u8, gen: u64) -> Vec<u8> {
+    let len = 8 + (gen as usize * 31 + key as usize) % 200;
+    let mut v = gen.to_le_bytes().to_vec();
+    v.extend((8..len).map(|i| (i as u8) ^ key ^ (gen as u8)));
+    v
+}
+
+fn values_cross_processes_untorn() {
+    let store = Store::anonymous(&Config::new().capacity(100).max_value_len(256)).unwrap();
+    for k in 0..4u8 {
+        store.set(&[k], &checked_value(k, 0), None).unwrap();
+    }
+    let writer = {
+        let store = store.clone();
+        spawn(move || {
+            let until = Instant::now() + Duration::from_millis(1500);
+            let mut gen = 1;
+            while Instant::now() < until {
+                for k in 0..4u8 {
+                    store.set(&[k], &checked_value(k, gen), None).unwrap();
+                }
+                gen += 1;
+            }
+        })
+    };
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut buf = Vec::new();
+    let mut reads = 0u64;
+    let mut gens = std::collections::HashSet::new();
+    while Instant::now() < until && reads < 10_000_000 {
+        for k in 0..4u8 {
+            assert!(store.get_into(&[k], &mut buf).unwrap());
+            let gen = u64::from_le_bytes(buf[..8].try_into().unwrap());
+            assert_eq!(buf, checked_value(k, gen), "torn value read across processes");
+            gens.insert(gen);
+            reads += 1;
+        }
+    }
+    assert_eq!(wait(writer, Duration::from_secs(30)), Exit::Code(0));
+    assert!(gens.len() > 10, "reader saw the writer's progress ({} generations)", gens.len());
+    println!("  ({reads} reads, {} generations seen)", gens.len());
+}
+
+fn open_or_create_race_initializes_once() {
+    const RACERS: usize = 6;
+    let name = ShmName::new("race");
+    let cfg = Config::new().capacity(100);
+    let (r, w) = pipe();
+    let pids: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let name = name.0.clone();
+            let cfg = cfg.clone();
+            spawn(move || {
+                close(w);
+                // Start together: the parent closes the pipe to release everyone.
+                let mut b = [0u8; 1];
+                // SAFETY: valid buffer; returns 0 at EOF.
+                unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) };
+                let s = Store::open_or_create(&name, &cfg).unwrap();
+                s.incr(b"opened", 1, None).unwrap();
+                s.counter("opened").unwrap().add(1);
+                std::mem::forget(name);
+            })
+        })
+        .collect();
+    close(r);
+    std::thread::sleep(Duration::from_millis(50));
+    close(w);
+    for pid in pids {
+        assert_eq!(wait(pid, Duration::from_secs(30)), Exit::Code(0));
+    }
+    let s = Store::open(&name.0).unwrap();
+    // Had any racer initialized a second time, it would have wiped the others' increments.
+    assert_eq!(s.get(b"opened").unwrap().unwrap(), RACERS.to_string().as_bytes());
+    assert_eq!(s.counter("opened").unwrap().get(), RACERS as i64);
+    assert!(s.verify().unwrap().is_ok());
+}
+
+fn named_and_file_visible_to_other_process() {
+    let name = ShmName::new("visible");
+    let dir = TempDir::new("visible");
+    let file = dir.file("store");
+    {
+        let name = name.0.clone();
+        let file = file.clone();
+        let pid = spawn(move || {
+            let s = Store::create(&name, &Config::new()).unwrap();
+            s.set(b"from", b"child shm", None).unwrap();
+            let f = Store::create_file(&file, &Config::new()).unwrap();
+            f.set(b"from", b"child file", None).unwrap();
+            f.counter("c").unwrap().add(41);
+            std::mem::forget(name);
+        });
+        assert_eq!(wait(pid, Duration::from_secs(30)), Exit::Code(0));
+    }
+    let s = Store::open(&name.0).unwrap();
+    assert_eq!(s.get(b"from").unwrap().unwrap(), b"child shm");
+    let f = Store::open_file(&file).unwrap();
+    assert_eq!(f.get(b"from").unwrap().unwrap(), b"child file");
+    assert_eq!(f.counter("c").unwrap().add(1), 42);
+    // And the other way round: the child reads what the parent wrote.
+    s.set(b"to", b"parent", None).unwrap();
+    let name2 = name.0.clone();
+    let pid = spawn(move || {
+        let s = Store::open(&name2).unwrap();
+        assert_eq!(s.get(b"to").unwrap().unwrap(), b"parent");
+    });
+    assert_eq!(wait(pid, Duration::from_secs(30)), Exit::Code(0));
+}
+
+/// Keys written before each crash, with known values. The victim key is `victim`.
+fn seed_store(store: &Store) {
+    for i in 0..50u32 {
+        store
+            .set(format!("other:{i}").as_bytes(), format!("v{i}").as_bytes(), None)
+            .unwrap();
+    }
+    store.set(b"victim", b"old", None).unwrap();
+}
+
+fn check_others(store: &Store) {
+    for i in 0..50u32 {
+        assert_eq!(
+            store.get(format!("other:{i}").as_bytes()).unwrap().unwrap(),
+            format!("v{i}").as_bytes(),
+            "another key was affected"
+        );
+    }
+}
+
+fn kill_at_every_write_point() {
+    // (failpoint, operation, acceptable victim values afterwards)
+    type Op = fn(&Store);
+    let cases: &[(&str, Op, &[Option<&[u8]>])] = &[
+        ("put.scratch", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"old")]),
+        ("put.committed", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"new")]),
+        ("put.applying", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"new")]),
+        ("put.published", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"new")]),
+        ("lock.acquired", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"old")]),
+        ("delete.ctrl", |s| { s.delete(b"victim").unwrap(); }, &[None]),
+        ("expire.stored", |s| { s.expire(b"victim", Some(Duration::from_secs(9))).unwrap(); }, &[Some(b"old")]),
+        ("put.applying", |s| { s.compare_and_swap(b"victim", Some(b"old"), Some(b"cas"), None).unwrap(); }, &[Some(b"cas")]),
+        ("put.scratch", |s| { s.compare_and_swap(b"victim", Some(b"old"), Some(b"cas"), None).unwrap(); }, &[Some(b"old")]),
+        ("insert.written", |s| { s.delete(b"victim").unwrap(); s.set(b"victim", b"fresh", None).unwrap(); }, &[None]),
+        ("insert.published", |s| { s.delete(b"victim").unwrap(); s.set(b"victim", b"fresh", None).unwrap(); }, &[Some(b"fresh")]),
+        ("clear.half", |s| { s.clear().unwrap(); }, &[None, Some(b"old")]),
+    ];
+    for (point, op, allowed) in cases {
+        let store = Store::anonymous(&Config::new().capacity(200).shards(2)).unwrap();
+        seed_store(&store);
+        let is_clear = *point == "clear.half";
+        let before = store.stats().lock_recoveries;
+        let child = {
+            let store = store.clone();
+            let op = *op;
+            let point = *point;
+            spawn(move || {
+                failpoint::arm(point, Action::Kill, 0);
+                op(&store);
+                panic!("failpoint {point} was not reached");
+            })
+        };
+        assert_eq!(
+            wait(child, Duration::from_secs(30)),
+            Exit::Signal(libc::SIGKILL),
+            "{point}: child should die at the failpoint"
+        );
+        // A lock-free read before anyone repairs sees the value from before the operation or
+        // after it (a dead writer's committed operation takes effect at the repair).
+        let before_value: Option<&[u8]> = if point.starts_with("insert.") { None } else { Some(b"old") };
+        let pre = store.get(b"victim").unwrap();
+        assert!(
+            pre.as_deref() == before_value || allowed.contains(&pre.as_deref()),
+            "{point}: victim before repair = {:?}",
+            pre.as_deref().map(String::from_utf8_lossy)
+        );
+        // verify() locks every shard, which repairs; afterwards the outcome is settled.
+        let rep = store.verify().unwrap();
+        assert!(rep.is_ok(), "{point}: {rep}");
+        let got = store.get(b"victim").unwrap();
+        assert!(
+            allowed.contains(&got.as_deref()),
+            "{point}: victim = {:?}",
+            got.as_deref().map(String::from_utf8_lossy)
+        );
+        store.set(b"victim", b"next", None).unwrap();
+        assert_eq!(store.get(b"victim").unwrap().unwrap(), b"next");
+        let rep = store.verify().unwrap();
+        assert!(rep.is_ok(), "{point}: {rep}");
+        if is_clear {
+            // The clear finished (repair redid it) on the shard it died in; every key
+            // either survived or was cleared, none damaged.
+            assert_eq!(store.stats().lock_recoveries, before + 1);
+        } else {
+            check_others(&store);
+            assert_eq!(store.stats().lock_recoveries, before + 1, "{point}: one recovery");
+        }
+        println!("  {point}: victim {:?}", got.as_deref().map(String::from_utf8_lossy));
+    }
+}
+
+fn parked_holder_then_sigkill() {
+    let store = Store::anonymous(
+        &Config::new()
+            .capacity(200)
+            .shards(1)
+            .lock_timeout(Duration::from_millis(200)),
+    )
+    .unwrap();
+    seed_store(&store);
+    let (r, w) = pipe();
+    let child = {
+        let store = store.clone();
+        spawn(move || {
+            failpoint::arm("put.applying", Action::Park { notify_fd: w }, 0);
+            store.set(b"victim", b"new", None).unwrap();
+        })
+    };
+    assert!(read_byte(r, Duration::from_secs(10)), "child did not park");
+    // While the writer is parked mid-write holding the only shard lock: other keys are still
+    // readable without waiting, the parked key's read is bounded by the lock timeout, and a
+    // write waits at most the lock timeout too.
+    let t = Instant::now();
+    check_others(&store);
+    assert!(t.elapsed() < Duration::from_millis(150), "lock-free reads did not wait");
+    let t = Instant::now();
+    assert!(matches!(store.get(b"victim"), Err(Error::LockTimeout { .. })));
+    assert!(matches!(
+        store.set(b"other:1", b"x", None),
+        Err(Error::LockTimeout { .. })
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    kill(child);
+    close(r);
+    close(w);
+    assert_eq!(store.get(b"victim").unwrap().unwrap(), b"new");
+    assert!(store.verify().unwrap().is_ok());
+    assert_eq!(store.stats().lock_recoveries, 1);
+    check_others(&store);
+}
+
+fn repairer_killed_midway() {
+    for repair_point in ["repair.redone", "repair.recounted"] {
+        let store = Store::anonymous(&Config::new().capacity(200).shards(1)).unwrap();
+        seed_store(&store);
+        // First a writer dies after committing its overwrite...
+        let c1 = {
+            let store = store.clone();
+            spawn(move || {
+                failpoint::arm("put.committed", Action::Kill, 0);
+                store.set(b"victim", b"new", None).unwrap();
+            })
+        };
+        assert_eq!(wait(c1, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
+        // ...then the process that repairs it dies in the middle of the repair...
+        let c2 = {
+            let store = store.clone();
+            spawn(move || {
+                failpoint::arm(repair_point, Action::Kill, 0);
+                store.set(b"other:3", b"changed", None).unwrap();
+            })
+        };
+        assert_eq!(wait(c2, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
+        // ...and the next holder finishes the repair.
+        assert_eq!(store.get(b"victim").unwrap().unwrap(), b"new");
+        store.set(b"other:4", b"v4", None).unwrap();
+        let rep = store.verify().unwrap();
+        assert!(rep.is_ok(), "{repair_point}: {rep}");
+        check_others(&store);
+        assert_eq!(store.stats().lock_recoveries, 2, "{repair_point}");
+    }
+}
+
+fn counter_registrant_killed() {
+    let store = Store::anonymous(&Config::new()).unwrap();
+    store.counter("before").unwrap().add(7);
+    let child = {
+        let store = store.clone();
+        spawn(move || {
+            failpoint::arm("counter.named", Action::Kill, 0);
+            store.counter("half-registered").unwrap();
+        })
+    };
+    assert_eq!(wait(child, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
+    let names: Vec<_> = store.counters().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["before"], "an unpublished counter is invisible");
+    let c = store.counter("half-registered").unwrap();
+    assert_eq!(c.add(1), 1);
+    assert_eq!(store.counter("before").unwrap().get(), 7);
+    assert!(store.verify().unwrap().is_ok());
+}
+
+fn file_region_recovered_by_sole_opener() {
+    let dir = TempDir::new("recover");
+    let path = dir.file("store");
+    {
+        let s = Store::create_file(&path, &Config::new().capacity(200).shards(1)).unwrap();
+        seed_store(&s);
+    }
+    // A process opens the file, dies holding the shard lock mid-overwrite.
+    let p2 = path.clone();
+    let child = spawn(move || {
+        let s = Store::open_file(&p2).unwrap();
+        failpoint::arm("put.applying", Action::Kill, 0);
+        s.set(b"victim", b"new", None).unwrap();
+    });
+    assert_eq!(wait(child, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
+    // Nobody has it open now: the next opener is the sole user, re-initializes the locks and
+    // repairs (as after a reboot, when no kernel would report the owner dead).
+    let s = Store::open_file(&path).unwrap();
+    assert_eq!(s.get(b"victim").unwrap().unwrap(), b"new");
+    check_others(&s);
+    let rep = s.verify().unwrap();
+    assert!(rep.is_ok(), "{rep}");
+}
