@@ -45,8 +45,10 @@ impl ManualClock {
     }
     /// Moves the clock forward.
     pub fn advance(&self, by: std::time::Duration) {
-        self.0
-            .fetch_add(by.as_millis().min(u64::MAX as u128) as u64, Ordering::SeqCst);
+        self.0.fetch_add(
+            by.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::SeqCst,
+        );
     }
 }
 
@@ -59,6 +61,33 @@ impl Clock {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             Clock::Manual(m) => m.now_ms(),
+        }
+    }
+}
+
+/// Reads the clock at most once per operation, and only if asked: most operations touch no
+/// entry with a TTL and never need the time (`clock_gettime` is a noticeable share of a write).
+pub(crate) struct LazyNow<'c> {
+    clock: &'c Clock,
+    ms: std::cell::Cell<Option<u64>>,
+}
+
+impl<'c> LazyNow<'c> {
+    pub(crate) fn new(clock: &'c Clock) -> Self {
+        LazyNow {
+            clock,
+            ms: std::cell::Cell::new(None),
+        }
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        match self.ms.get() {
+            Some(ms) => ms,
+            None => {
+                let ms = self.clock.now_ms();
+                self.ms.set(Some(ms));
+                ms
+            }
         }
     }
 }

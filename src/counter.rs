@@ -193,7 +193,9 @@ pub(crate) fn list(r: &RawRegion, l: &Layout) -> Result<Vec<(String, i64)>> {
     let mut buf = Vec::new();
     for i in 0..l.geo.max_counters as usize {
         if entry_name(r, l, i, &mut buf)? {
-            let v = r.i64_at(l.counter_off(i) + c::VALUE).load(Ordering::Relaxed);
+            let v = r
+                .i64_at(l.counter_off(i) + c::VALUE)
+                .load(Ordering::Relaxed);
             out.push((String::from_utf8_lossy(&buf).into_owned(), v));
         }
     }

@@ -46,13 +46,8 @@ pub(crate) fn random_seed() -> std::io::Result<(u64, u64)> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: `buf[filled..]` is a valid writable buffer of the given length.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr().cast(),
-                buf.len() - filled,
-                0,
-            )
-        };
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {

@@ -9,7 +9,7 @@
 //! |  32 seed0 u64         40 seed1 u64     48 capacity u64      |
 //! |  56 shards u32        60 groups_per_shard u32               |
 //! |  64 max_key_len u32   68 max_value_len u32                  |
-//! |  72 max_counters u32  76 policy u32    80 proc_slots u32    |
+//! |  72 max_counters u32  76 policy u32    80 stat_slots u32    |
 //! |  84 lock_timeout_ms u32                88 generation u64    |
 //! |  96 created_ms u64   104 creator_pid u32                    |
 //! | 128 counter-registry mutex (its own line)                   |
@@ -19,8 +19,8 @@
 //! |   128 state u32  132 name_len u32  136 hash u64             |
 //! |   144 name [u8; 112]                                        |
 //! +------------------------------------------------------------+
-//! | Per-process read statistics: PROC_SLOTS x 128 B             |
-//! |   0 owner pid u32   8 hits u64   16 misses u64              |
+//! | Per-thread read statistics: STAT_SLOTS (256) x 128 B        |
+//! |   0 owner tid u32   8 hits u64   16 misses u64              |
 //! +------------------------------------------------------------+
 //! | Shard 0 .. shards-1, each shard_size bytes:                 |
 //! |   [0,64)    robust pthread mutex                            |
@@ -72,7 +72,7 @@ pub mod header {
     pub const MAX_VALUE_LEN: usize = 68;
     pub const MAX_COUNTERS: usize = 72;
     pub const POLICY: usize = 76;
-    pub const PROC_SLOTS: usize = 80;
+    pub const STAT_SLOTS: usize = 80;
     pub const LOCK_TIMEOUT_MS: usize = 84;
     pub const GENERATION: usize = 88;
     pub const CREATED_MS: usize = 96;
@@ -98,10 +98,10 @@ pub mod counter {
     pub const LIVE: u32 = 1;
 }
 
-/// Number of per-process statistics slots (slot 0 is shared by processes that find none free).
-pub const PROC_SLOTS: u32 = 64;
-pub const PROC_SLOT_SIZE: usize = 128;
-pub mod proc_slot {
+/// Number of per-thread statistics slots (slot 0 is shared by threads that find none free).
+pub const STAT_SLOTS: u32 = 256;
+pub const STAT_SLOT_SIZE: usize = 128;
+pub mod stat_slot {
     pub const OWNER: usize = 0;
     pub const HITS: usize = 8;
     pub const MISSES: usize = 16;
@@ -196,8 +196,8 @@ pub const FINGERPRINT: u64 = fnv1a(&[
     FORMAT_VERSION as u64,
     HEADER_SIZE as u64,
     COUNTER_SIZE as u64,
-    PROC_SLOT_SIZE as u64,
-    PROC_SLOTS as u64,
+    STAT_SLOT_SIZE as u64,
+    STAT_SLOTS as u64,
     SHARD_HEADER_SIZE as u64,
     SLOT_HEADER as u64,
     GROUP_WIDTH as u64,
@@ -218,9 +218,12 @@ const _: () = assert!(header::REGISTRY_MUTEX + LINE <= HEADER_SIZE);
 const _: () = assert!(header::CREATOR_PID + 4 <= header::REGISTRY_MUTEX);
 const _: () = assert!(counter::NAME_CAP == 112);
 const _: () = assert!(shard::SWEEP_CURSOR + 8 <= SHARD_HEADER_SIZE);
-const _: () = assert!(SHARD_HEADER_SIZE % LINE == 0 && HEADER_SIZE % LINE == 0);
-const _: () = assert!(slot::EXPIRES % 8 == 0 && SLOT_HEADER % 8 == 0);
-const _: () = assert!(cfg!(target_endian = "little"), "shmstate supports little-endian targets");
+const _: () = assert!(SHARD_HEADER_SIZE.is_multiple_of(LINE) && HEADER_SIZE.is_multiple_of(LINE));
+const _: () = assert!(slot::EXPIRES.is_multiple_of(8) && SLOT_HEADER.is_multiple_of(8));
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "shmstate supports little-endian targets"
+);
 
 /// The region's shape: what is stored in the header, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +293,7 @@ pub struct Layout {
     pub slots_per_shard: usize,
     pub max_entries_per_shard: u64,
     pub counters_off: usize,
-    pub proc_off: usize,
+    pub stats_off: usize,
     pub shards_off: usize,
     pub ctrl_size: usize,
     pub scratch_off_in_shard: usize,
@@ -345,13 +348,13 @@ impl Layout {
         let max_entries_per_shard = slots_per_shard as u64 * MAX_LOAD_NUM / MAX_LOAD_DEN;
 
         let counters_off = HEADER_SIZE;
-        let proc_off = (geo.max_counters as usize)
+        let stats_off = (geo.max_counters as usize)
             .checked_mul(COUNTER_SIZE)
             .and_then(|v| v.checked_add(counters_off))
             .ok_or_else(too_big)?;
-        let shards_off = (PROC_SLOTS as usize)
-            .checked_mul(PROC_SLOT_SIZE)
-            .and_then(|v| v.checked_add(proc_off))
+        let shards_off = (STAT_SLOTS as usize)
+            .checked_mul(STAT_SLOT_SIZE)
+            .and_then(|v| v.checked_add(stats_off))
             .ok_or_else(too_big)?;
         let ctrl_size = round_up(slots_per_shard, LINE).ok_or_else(too_big)?;
         let scratch_off_in_shard = SHARD_HEADER_SIZE
@@ -381,7 +384,7 @@ impl Layout {
             slots_per_shard,
             max_entries_per_shard,
             counters_off,
-            proc_off,
+            stats_off,
             shards_off,
             ctrl_size,
             scratch_off_in_shard,
@@ -442,13 +445,16 @@ impl Layout {
             policy,
             lock_timeout_ms: read_u32(header::LOCK_TIMEOUT_MS),
         };
-        if read_u32(header::PROC_SLOTS) != PROC_SLOTS {
+        if read_u32(header::STAT_SLOTS) != STAT_SLOTS {
             return Err(Error::corrupted("header: process slot count"));
         }
-        let layout = Layout::new(geo).map_err(|_| Error::corrupted("header: config out of range"))?;
+        let layout =
+            Layout::new(geo).map_err(|_| Error::corrupted("header: config out of range"))?;
         let total = read_u64(header::TOTAL_LEN);
         if total != layout.total_len as u64 {
-            return Err(Error::corrupted("header: total length disagrees with config"));
+            return Err(Error::corrupted(
+                "header: total length disagrees with config",
+            ));
         }
         if mapped_len != total {
             return Err(Error::Incompatible {
@@ -470,9 +476,9 @@ impl Layout {
     }
 
     #[inline]
-    pub fn proc_slot_off(&self, i: usize) -> usize {
-        debug_assert!(i < PROC_SLOTS as usize);
-        self.proc_off + i * PROC_SLOT_SIZE
+    pub fn stat_slot_off(&self, i: usize) -> usize {
+        debug_assert!(i < STAT_SLOTS as usize);
+        self.stats_off + i * STAT_SLOT_SIZE
     }
 
     #[inline]
@@ -518,7 +524,7 @@ mod tests {
     fn sections_are_aligned_and_disjoint() {
         let l = layout(Config::new().capacity(1000).shards(4).max_value_len(100));
         assert_eq!(l.counters_off % LINE, 0);
-        assert_eq!(l.proc_off % LINE, 0);
+        assert_eq!(l.stats_off % LINE, 0);
         assert_eq!(l.shards_off % LINE, 0);
         assert_eq!(l.shard_size % LINE, 0);
         assert_eq!(l.slot_size % 8, 0);
@@ -542,7 +548,7 @@ mod tests {
     fn slot_overhead_is_small() {
         let l = layout(Config::new().max_key_len(16).max_value_len(256));
         assert_eq!(l.slot_size - 16 - 256, SLOT_HEADER);
-        assert!(SLOT_HEADER <= 32);
+        const { assert!(SLOT_HEADER <= 32) };
     }
 
     #[test]
@@ -569,7 +575,7 @@ mod tests {
                 header::MAX_KEY_LEN => l.geo.max_key_len as u64,
                 header::MAX_VALUE_LEN => l.geo.max_value_len as u64,
                 header::MAX_COUNTERS => l.geo.max_counters as u64,
-                header::PROC_SLOTS => PROC_SLOTS as u64,
+                header::STAT_SLOTS => STAT_SLOTS as u64,
                 header::LOCK_TIMEOUT_MS => l.geo.lock_timeout_ms as u64,
                 header::TOTAL_LEN => l.total_len as u64,
                 _ => 0,
@@ -580,15 +586,21 @@ mod tests {
         assert_eq!(ok, l);
         assert!(matches!(
             Layout::from_header(len, *b"NOTSHMST", |o| good(o) as u32, good),
-            Err(Error::Incompatible { reason: Incompatibility::BadMagic })
+            Err(Error::Incompatible {
+                reason: Incompatibility::BadMagic
+            })
         ));
         assert!(matches!(
             Layout::from_header(len - 1, MAGIC, |o| good(o) as u32, good),
-            Err(Error::Incompatible { reason: Incompatibility::Size { .. } })
+            Err(Error::Incompatible {
+                reason: Incompatibility::Size { .. }
+            })
         ));
         assert!(matches!(
             Layout::from_header(10, MAGIC, |o| good(o) as u32, good),
-            Err(Error::Incompatible { reason: Incompatibility::Size { .. } })
+            Err(Error::Incompatible {
+                reason: Incompatibility::Size { .. }
+            })
         ));
         for (field, val) in [
             (header::VERSION, 2u64),

@@ -62,7 +62,6 @@ macro_rules! failpoint {
     };
 }
 
-
 mod clock;
 mod config;
 mod counter;

@@ -44,19 +44,16 @@ impl RawRegion {
         self.base.as_ptr()
     }
 
-    #[inline]
-    #[track_caller]
+    /// Panics (never returns) unless `size` bytes at `off` are in bounds and `align`-aligned.
+    #[inline(always)]
     fn check(&self, off: usize, size: usize, align: usize) {
-        assert!(
-            off % align == 0 && off <= self.len && size <= self.len - off,
-            "region access out of bounds: offset {off} size {size} in {} bytes",
-            self.len
-        );
+        if !off.is_multiple_of(align) || off > self.len || size > self.len - off {
+            out_of_bounds(off, size, self.len);
+        }
     }
 
     /// The `u64` at `off` (8-aligned).
     #[inline]
-    #[track_caller]
     pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
         self.check(off, 8, 8);
         // SAFETY: in bounds and aligned (checked above); the mapping outlives `&self`;
@@ -66,7 +63,6 @@ impl RawRegion {
 
     /// The `i64` at `off` (8-aligned).
     #[inline]
-    #[track_caller]
     pub(crate) fn i64_at(&self, off: usize) -> &AtomicI64 {
         self.check(off, 8, 8);
         // SAFETY: as in `u64_at`.
@@ -75,7 +71,6 @@ impl RawRegion {
 
     /// The `u32` at `off` (4-aligned).
     #[inline]
-    #[track_caller]
     pub(crate) fn u32_at(&self, off: usize) -> &AtomicU32 {
         self.check(off, 4, 4);
         // SAFETY: as in `u64_at`, with 4-byte size and alignment.
@@ -85,40 +80,52 @@ impl RawRegion {
     /// Raw pointer to `size` bytes at `off` (8-aligned), for the pthread mutex functions,
     /// which take a pointer and do their own atomic accesses.
     #[inline]
-    #[track_caller]
     pub(crate) fn ptr_at(&self, off: usize, size: usize) -> *mut u8 {
         self.check(off, size, 8);
         // SAFETY: in bounds (checked above).
         unsafe { self.base.as_ptr().add(off) }
     }
 
+    /// The `n` words at `off` (8-aligned) as a slice of atomics (bounds checked once).
+    #[inline]
+    pub(crate) fn words(&self, off: usize, n: usize) -> &[AtomicU64] {
+        let size = n.checked_mul(8).expect("word count overflows");
+        self.check(off, size, 8);
+        // SAFETY: `n` words at `off` are in bounds and 8-aligned (checked above); AtomicU64 has
+        // the layout of u64 and tolerates concurrent writers; the mapping outlives `&self`.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off).cast::<AtomicU64>(), n) }
+    }
+
     /// Appends `len` bytes at `off` (8-aligned) to `out`, with relaxed atomic loads. The bytes
     /// may be torn by a concurrent writer: validate with the seqlock afterwards.
     #[inline]
     pub(crate) fn read_bytes(&self, off: usize, len: usize, out: &mut Vec<u8>) {
-        let words = len.div_ceil(8);
-        self.check(off, words * 8, 8);
+        let words = self.words(off, len.div_ceil(8));
         out.reserve(len);
-        let mut rest = len;
-        let mut w = 0;
-        while rest >= 8 {
-            let v = self.u64_at(off + w * 8).load(Ordering::Relaxed);
-            out.extend_from_slice(&v.to_ne_bytes());
-            rest -= 8;
-            w += 1;
+        let start = out.len();
+        let full = len / 8;
+        let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        for (i, w) in words[..full].iter().enumerate() {
+            let v = w.load(Ordering::Relaxed);
+            // SAFETY: `reserve(len)` made room for `len` bytes after `start`; `8 * i + 8 <= len`.
+            unsafe { dst.add(8 * i).cast::<u64>().write_unaligned(v) };
         }
+        let rest = len - 8 * full;
         if rest > 0 {
-            let v = self.u64_at(off + w * 8).load(Ordering::Relaxed);
-            out.extend_from_slice(&v.to_ne_bytes()[..rest]);
+            let v = words[full].load(Ordering::Relaxed).to_ne_bytes();
+            // SAFETY: as above, the last `rest` bytes of the reserved room.
+            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), dst.add(8 * full), rest) };
         }
+        // SAFETY: all `len` bytes after `start` were initialized above.
+        unsafe { out.set_len(start + len) };
     }
 
     /// Fills `dst` from the bytes at `off` (8-aligned), with relaxed atomic loads.
     #[inline]
     pub(crate) fn read_into(&self, off: usize, dst: &mut [u8]) {
-        self.check(off, dst.len().div_ceil(8) * 8, 8);
-        for (w, chunk) in dst.chunks_mut(8).enumerate() {
-            let v = self.u64_at(off + w * 8).load(Ordering::Relaxed).to_ne_bytes();
+        let words = self.words(off, dst.len().div_ceil(8));
+        for (chunk, w) in dst.chunks_mut(8).zip(words) {
+            let v = w.load(Ordering::Relaxed).to_ne_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
@@ -126,30 +133,21 @@ impl RawRegion {
     /// Writes `src` at `off` (8-aligned) with relaxed atomic stores, zero-padding the last word.
     #[inline]
     pub(crate) fn write_bytes(&self, off: usize, src: &[u8]) {
-        self.check(off, src.len().div_ceil(8) * 8, 8);
-        let mut chunks = src.chunks_exact(8);
-        let mut w = 0;
-        for c in &mut chunks {
-            let v = u64::from_ne_bytes(c.try_into().expect("8-byte chunk"));
-            self.u64_at(off + w * 8).store(v, Ordering::Relaxed);
-            w += 1;
+        let words = self.words(off, src.len().div_ceil(8));
+        let (chunks, tail) = src.as_chunks::<8>();
+        for (w, c) in words.iter().zip(chunks) {
+            w.store(u64::from_ne_bytes(*c), Ordering::Relaxed);
         }
-        let tail = chunks.remainder();
         if !tail.is_empty() {
-            let mut b = [0u8; 8];
-            b[..tail.len()].copy_from_slice(tail);
-            self.u64_at(off + w * 8)
-                .store(u64::from_ne_bytes(b), Ordering::Relaxed);
+            words[chunks.len()].store(tail_word(tail), Ordering::Relaxed);
         }
     }
 
-    /// Copies `words` 8-byte words from `src` to `dst` within the region (relaxed atomics).
-    pub(crate) fn copy_words(&self, src: usize, dst: usize, words: usize) {
-        self.check(src, words * 8, 8);
-        self.check(dst, words * 8, 8);
-        for w in 0..words {
-            let v = self.u64_at(src + w * 8).load(Ordering::Relaxed);
-            self.u64_at(dst + w * 8).store(v, Ordering::Relaxed);
+    /// Copies `n` 8-byte words from `src` to `dst` within the region (relaxed atomics).
+    pub(crate) fn copy_words(&self, src: usize, dst: usize, n: usize) {
+        let (s, d) = (self.words(src, n), self.words(dst, n));
+        for (a, b) in s.iter().zip(d) {
+            b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 
@@ -157,26 +155,31 @@ impl RawRegion {
     /// zero-padded, as `write_bytes` leaves it, so whole words compare).
     #[inline]
     pub(crate) fn bytes_eq(&self, off: usize, key: &[u8]) -> bool {
-        self.check(off, key.len().div_ceil(8) * 8, 8);
-        let mut chunks = key.chunks_exact(8);
-        let mut w = 0;
-        for c in &mut chunks {
-            let v = u64::from_ne_bytes(c.try_into().expect("8-byte chunk"));
-            if self.u64_at(off + w * 8).load(Ordering::Relaxed) != v {
-                return false;
-            }
-            w += 1;
-        }
-        let tail = chunks.remainder();
-        if !tail.is_empty() {
-            let mut b = [0u8; 8];
-            b[..tail.len()].copy_from_slice(tail);
-            if self.u64_at(off + w * 8).load(Ordering::Relaxed) != u64::from_ne_bytes(b) {
+        let words = self.words(off, key.len().div_ceil(8));
+        let (chunks, tail) = key.as_chunks::<8>();
+        for (w, c) in words.iter().zip(chunks) {
+            if w.load(Ordering::Relaxed) != u64::from_ne_bytes(*c) {
                 return false;
             }
         }
-        true
+        tail.is_empty() || words[chunks.len()].load(Ordering::Relaxed) == tail_word(tail)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_bounds(off: usize, size: usize, len: usize) -> ! {
+    panic!("region access out of bounds: offset {off} size {size} in {len} bytes")
+}
+
+/// Up to 8 bytes as a zero-padded native-endian word, built in a register (going through a
+/// stack buffer costs a store-forwarding stall on every write).
+#[inline]
+fn tail_word(tail: &[u8]) -> u64 {
+    debug_assert!(tail.len() < 8);
+    tail.iter()
+        .enumerate()
+        .fold(0u64, |v, (i, &b)| v | u64::from(b) << (8 * i))
 }
 
 #[cfg(test)]

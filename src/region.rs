@@ -259,7 +259,9 @@ pub(crate) fn open(
             // died there. Let go of our lock so it can take its own, and look again.
             let _ = rustix::fs::flock(&fd, FlockOperation::Unlock);
             if start.elapsed() > Duration::from_millis(500) {
-                return Err(not_init("the object is empty (its creator died before sizing it)"));
+                return Err(not_init(
+                    "the object is empty (its creator died before sizing it)",
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
             continue;

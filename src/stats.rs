@@ -2,28 +2,36 @@
 //!
 //! Writers count sets, deletes, expirations, evictions, refusals, recoveries and contended waits
 //! in their shard's header, which they own while holding the lock. Readers hold no lock, so
-//! `get` hits and misses go to a per-process slot (one 128-byte line per process, claimed by
-//! pid) and `stats()` sums all slots. A slot whose owner died is taken over with its totals
-//! intact; slot 0 is shared by processes that find no free slot.
+//! `get` hits and misses go to a per-thread slot: one 128-byte line per thread, claimed by
+//! thread id, written only by its owner with a plain load and store (no `lock`-prefixed
+//! instruction, no line shared with another thread). `stats()` sums all slots. A slot whose
+//! owner thread is gone is taken over with its totals intact; slot 0 is shared (with atomic
+//! adds) by threads that find no free slot.
 //!
-//! The process id is cached in a static refreshed by a `pthread_atfork` child handler, because
-//! `getpid()` is a system call and the cache must be right in a freshly forked worker.
+//! Each thread caches its slot per store in a small thread-local table, invalidated by a fork
+//! generation that a `pthread_atfork` child handler bumps (a forked child must not keep writing
+//! its parent's slot). The process id is cached the same way, because `getpid()` is a system
+//! call.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
-use crate::layout::{proc_slot, Layout, PROC_SLOTS};
+use crate::layout::{stat_slot, Layout, STAT_SLOTS};
 use crate::raw::RawRegion;
 
 static MY_PID: AtomicU32 = AtomicU32::new(0);
+static FORK_GEN: AtomicU64 = AtomicU64::new(1);
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 static ATFORK: Once = Once::new();
 
 extern "C" fn after_fork_in_child() {
     // SAFETY: getpid is async-signal-safe and has no preconditions.
     MY_PID.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
 }
 
-/// This process's id, without a system call.
+/// This process's id, without a system call. Also registers the fork handler.
 #[inline]
 pub(crate) fn my_pid() -> u32 {
     let p = MY_PID.load(Ordering::Relaxed);
@@ -36,85 +44,156 @@ pub(crate) fn my_pid() -> u32 {
 #[cold]
 fn init_pid() -> u32 {
     ATFORK.call_once(|| {
-        // SAFETY: registering a handler that only stores to an atomic; safe to run after fork.
+        // SAFETY: registers a handler that only touches atomics; safe to run after fork.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-        after_fork_in_child();
+        // SAFETY: getpid has no preconditions.
+        MY_PID.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
     });
     MY_PID.load(Ordering::Relaxed)
 }
 
-/// Whether `pid` names a live process (or one we may not signal, which also exists).
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
+/// Whether `id` names a live process or thread (or one we may not signal, which also exists).
+pub(crate) fn pid_alive(id: u32) -> bool {
+    if id == 0 || id > i32::MAX as u32 {
         return false;
     }
     // SAFETY: signal 0 performs only the existence and permission check.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    let rc = unsafe { libc::kill(id as libc::pid_t, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Per-handle cache of this process's stats slot: `pid << 32 | slot`.
-#[derive(Debug, Default)]
-pub(crate) struct ProcSlot(AtomicU64);
+#[derive(Clone, Copy)]
+struct Cached {
+    store: u64,
+    gen: u64,
+    off: usize,
+    exclusive: bool,
+}
 
-impl ProcSlot {
-    /// Offset of this process's stats slot.
+const NO_ENTRY: Cached = Cached {
+    store: 0,
+    gen: 0,
+    off: 0,
+    exclusive: false,
+};
+const CACHE_WAYS: usize = 4;
+
+thread_local! {
+    static CACHE: [Cell<Cached>; CACHE_WAYS] = const { [const { Cell::new(NO_ENTRY) }; CACHE_WAYS] };
+    static NEXT_WAY: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The statistics slots one store handle's threads use in this process.
+#[derive(Debug)]
+pub(crate) struct StatSlots {
+    id: u64,
+    /// Slots claimed through this handle (released when it is dropped).
+    claimed: Mutex<Vec<usize>>,
+}
+
+impl Default for StatSlots {
+    fn default() -> Self {
+        StatSlots {
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            claimed: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl StatSlots {
+    /// Adds one to `field` of the calling thread's slot.
     #[inline]
-    pub(crate) fn off(&self, r: &RawRegion, l: &Layout) -> usize {
-        let pid = my_pid();
-        let cached = self.0.load(Ordering::Relaxed);
-        if (cached >> 32) as u32 == pid {
-            return l.proc_slot_off((cached as u32 as usize).min(PROC_SLOTS as usize - 1));
+    pub(crate) fn bump(&self, r: &RawRegion, l: &Layout, field: usize) {
+        let gen = FORK_GEN.load(Ordering::Relaxed);
+        let hit = CACHE.with(|c| {
+            c.iter()
+                .map(Cell::get)
+                .find(|e| e.store == self.id && e.gen == gen)
+        });
+        let e = match hit {
+            Some(e) => e,
+            None => self.claim(r, l, gen),
+        };
+        let w = r.u64_at(e.off + field);
+        if e.exclusive {
+            w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        } else {
+            w.fetch_add(1, Ordering::Relaxed);
         }
-        let slot = claim(r, l, pid);
-        self.0
-            .store(u64::from(pid) << 32 | slot as u64, Ordering::Relaxed);
-        l.proc_slot_off(slot)
+    }
+
+    #[cold]
+    fn claim(&self, r: &RawRegion, l: &Layout, gen: u64) -> Cached {
+        my_pid();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let owner = |i| r.u32_at(l.stat_slot_off(i) + stat_slot::OWNER);
+        let mut slot = (1..STAT_SLOTS as usize).find(|&i| owner(i).load(Ordering::Relaxed) == tid);
+        if slot.is_none() {
+            slot = (1..STAT_SLOTS as usize).find(|&i| {
+                owner(i)
+                    .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            });
+        }
+        if slot.is_none() {
+            slot = (1..STAT_SLOTS as usize).find(|&i| {
+                let cur = owner(i).load(Ordering::Relaxed);
+                !pid_alive(cur)
+                    && owner(i)
+                        .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+            });
+        }
+        if let Some(i) = slot {
+            self.claimed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(i);
+        }
+        let e = Cached {
+            store: self.id,
+            gen,
+            off: l.stat_slot_off(slot.unwrap_or(0)),
+            exclusive: slot.is_some(),
+        };
+        let way = NEXT_WAY.with(|w| {
+            let v = w.get();
+            w.set((v + 1) % CACHE_WAYS);
+            v
+        });
+        CACHE.with(|c| c[way].set(e));
+        e
+    }
+
+    /// Gives back every slot claimed through this handle (its totals stay in the region).
+    /// Called when the handle's mapping is about to be unmapped.
+    pub(crate) fn release(&self, r: &RawRegion, l: &Layout) {
+        let claimed = std::mem::take(&mut *self.claimed.lock().unwrap_or_else(|p| p.into_inner()));
+        for i in claimed {
+            let o = r.u32_at(l.stat_slot_off(i) + stat_slot::OWNER);
+            let cur = o.load(Ordering::Relaxed);
+            // Only our own threads' claims; a forked child's copy of this list must not free
+            // slots its parent still uses.
+            if pid_alive(cur) && thread_in_this_process(cur) {
+                let _ = o.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
     }
 }
 
-#[cold]
-fn claim(r: &RawRegion, l: &Layout, pid: u32) -> usize {
-    let owner = |i| r.u32_at(l.proc_slot_off(i) + proc_slot::OWNER);
-    for i in 1..PROC_SLOTS as usize {
-        if owner(i).load(Ordering::Relaxed) == pid {
-            return i;
-        }
-    }
-    for i in 1..PROC_SLOTS as usize {
-        if owner(i)
-            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return i;
-        }
-    }
-    for i in 1..PROC_SLOTS as usize {
-        let cur = owner(i).load(Ordering::Relaxed);
-        if !pid_alive(cur)
-            && owner(i)
-                .compare_exchange(cur, pid, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            return i;
-        }
-    }
-    0
+/// Whether thread id `tid` belongs to this process.
+fn thread_in_this_process(tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
-/// Adds one to a per-process statistic (relaxed `fetch_add`: threads of a process share it).
-#[inline]
-pub(crate) fn bump(r: &RawRegion, slot_off: usize, field: usize) {
-    r.u64_at(slot_off + field).fetch_add(1, Ordering::Relaxed);
-}
+pub(crate) const HITS: usize = stat_slot::HITS;
+pub(crate) const MISSES: usize = stat_slot::MISSES;
 
-pub(crate) const HITS: usize = proc_slot::HITS;
-pub(crate) const MISSES: usize = proc_slot::MISSES;
-
-/// Sum of a per-process statistic over all slots.
+/// Sum of a per-thread statistic over all slots.
 pub(crate) fn sum(r: &RawRegion, l: &Layout, field: usize) -> u64 {
-    (0..PROC_SLOTS as usize)
-        .map(|i| r.u64_at(l.proc_slot_off(i) + field).load(Ordering::Relaxed))
+    (0..STAT_SLOTS as usize)
+        .map(|i| r.u64_at(l.stat_slot_off(i) + field).load(Ordering::Relaxed))
         .fold(0u64, u64::wrapping_add)
 }
 
@@ -130,7 +209,7 @@ pub struct Stats {
     pub slots: u64,
     /// Tombstones (deleted slots that still lengthen lookups).
     pub tombstones: u64,
-    /// Lookups (`get`, `get_into`, `contains`, `ttl`) that found a live entry.
+    /// Lock-free lookups (`get`, `get_into`, `contains`) that found a live entry.
     pub hits: u64,
     /// Lookups that found nothing (or an expired entry).
     pub misses: u64,

@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, LazyNow};
 use crate::config::{Config, WhenFull};
 use crate::counter::{self, Counter};
 use crate::error::{Error, Incompatibility, Result};
 use crate::hash::{self, Placement};
-use crate::layout::{header, init_state, proc_slot, shard, Geometry, Layout, MAGIC, PROC_SLOTS};
+use crate::layout::{header, init_state, shard, stat_slot, Geometry, Layout, MAGIC, STAT_SLOTS};
 use crate::raw::RawRegion;
 use crate::region::{self, Mapping, Origin};
-use crate::stats::{self, ProcSlot, Stats};
+use crate::stats::{self, StatSlots, Stats};
 use crate::sync::RobustMutex;
 use crate::table::{Entry, Locked, Read, Shard, Stat};
 use crate::verify::{Problem, ProblemKind, Totals, VerifyReport};
@@ -25,7 +25,7 @@ pub(crate) struct Inner {
     layout: Layout,
     seed: (u64, u64),
     lock_timeout: Duration,
-    proc: ProcSlot,
+    stat_slots: StatSlots,
 }
 
 impl Inner {
@@ -63,7 +63,7 @@ impl Inner {
             layout: l,
             seed,
             map,
-            proc: ProcSlot::default(),
+            stat_slots: StatSlots::default(),
         })
     }
 
@@ -88,7 +88,7 @@ impl Inner {
         w32(header::MAX_VALUE_LEN, g.max_value_len);
         w32(header::MAX_COUNTERS, g.max_counters);
         w32(header::POLICY, g.policy_code());
-        w32(header::PROC_SLOTS, PROC_SLOTS);
+        w32(header::STAT_SLOTS, STAT_SLOTS);
         w32(header::LOCK_TIMEOUT_MS, g.lock_timeout_ms);
         w64(header::GENERATION, 1);
         w64(header::CREATED_MS, Clock::System.now_ms());
@@ -101,7 +101,7 @@ impl Inner {
             layout,
             seed,
             map,
-            proc: ProcSlot::default(),
+            stat_slots: StatSlots::default(),
         })
     }
 
@@ -109,7 +109,8 @@ impl Inner {
         let init = |off| {
             // SAFETY: called only while creating the region or as its only user (we hold
             // LOCK_EX on it), so no thread of any process uses these mutexes.
-            unsafe { RobustMutex::at(raw, off).init() }.map_err(|e| Error::io("pthread_mutex_init", e))
+            unsafe { RobustMutex::at(raw, off).init() }
+                .map_err(|e| Error::io("pthread_mutex_init", e))
         };
         init(header::REGISTRY_MUTEX)?;
         for s in 0..l.geo.shards as usize {
@@ -124,8 +125,8 @@ impl Inner {
     fn recover_as_sole_user(&self) -> Result<()> {
         let raw = self.raw();
         Self::init_mutexes(raw, &self.layout)?;
-        for i in 1..PROC_SLOTS as usize {
-            raw.u32_at(self.layout.proc_slot_off(i) + proc_slot::OWNER)
+        for i in 1..STAT_SLOTS as usize {
+            raw.u32_at(self.layout.stat_slot_off(i) + stat_slot::OWNER)
                 .store(0, Ordering::Relaxed);
         }
         for s in 0..self.layout.geo.shards as usize {
@@ -134,6 +135,12 @@ impl Inner {
             let _ = Shard::new(raw, &self.layout, s).lock(self.lock_timeout, false);
         }
         Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stat_slots.release(self.map.raw(), &self.layout);
     }
 }
 
@@ -175,16 +182,28 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Decimal i64 as Redis writes it (no `+`, no leading zeros).
+/// Decimal i64 as Redis writes it (no `+`, no leading zeros, no `-0`).
 fn parse_int(b: &[u8]) -> Option<i64> {
-    let digits = b.strip_prefix(b"-").unwrap_or(b);
-    if digits.is_empty()
-        || !digits.iter().all(u8::is_ascii_digit)
-        || (digits[0] == b'0' && (digits.len() > 1 || b.len() > 1))
-    {
+    let (neg, digits) = match b.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 19 || (digits[0] == b'0' && b.len() > 1) {
         return None;
     }
-    std::str::from_utf8(b).ok()?.parse().ok()
+    // Accumulate negatively so that i64::MIN parses.
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
 }
 
 fn format_int(v: i64, buf: &mut [u8; 20]) -> &[u8] {
@@ -342,11 +361,9 @@ impl Store {
     /// TTLs included, survive restarts of every process and of the machine.
     pub fn create_file(path: impl AsRef<Path>, config: &Config) -> Result<Self> {
         let path = path.as_ref();
-        Self::create_at(path, Origin::File(path.to_owned()), config)?.ok_or(
-            Error::AlreadyExists {
-                path: path.to_owned(),
-            },
-        )
+        Self::create_at(path, Origin::File(path.to_owned()), config)?.ok_or(Error::AlreadyExists {
+            path: path.to_owned(),
+        })
     }
 
     /// Opens a file-backed store. If no other process has it open, this one re-initializes
@@ -390,8 +407,8 @@ impl Store {
     // ---- helpers ----
 
     #[inline]
-    fn now(&self) -> u64 {
-        self.clock.now_ms()
+    fn now(&self) -> LazyNow<'_> {
+        LazyNow::new(&self.clock)
     }
 
     #[inline]
@@ -415,7 +432,7 @@ impl Store {
         Ok(())
     }
 
-    fn expiry(&self, ttl: Option<Duration>) -> Result<u64> {
+    fn expiry(&self, ttl: Option<Duration>, now: &LazyNow<'_>) -> Result<u64> {
         let Some(d) = ttl else { return Ok(0) };
         let ms = d.as_nanos().div_ceil(1_000_000);
         if ms == 0 {
@@ -423,7 +440,7 @@ impl Store {
         }
         u64::try_from(ms)
             .ok()
-            .and_then(|ms| ms.checked_add(self.now()))
+            .and_then(|ms| ms.checked_add(now.get()))
             .ok_or(Error::InvalidTtl {
                 reason: "too large",
             })
@@ -432,7 +449,11 @@ impl Store {
     #[inline]
     fn place(&self, key: &[u8]) -> Placement {
         let g = &self.inner.layout.geo;
-        hash::place(hash::hash(self.inner.seed, key), g.shards, g.groups_per_shard)
+        hash::place(
+            hash::hash(self.inner.seed, key),
+            g.shards,
+            g.groups_per_shard,
+        )
     }
 
     #[inline]
@@ -446,9 +467,10 @@ impl Store {
 
     #[inline]
     fn count_read(&self, hit: bool) {
-        let r = self.inner.raw();
-        let off = self.inner.proc.off(r, &self.inner.layout);
-        stats::bump(r, off, if hit { stats::HITS } else { stats::MISSES });
+        let field = if hit { stats::HITS } else { stats::MISSES };
+        self.inner
+            .stat_slots
+            .bump(self.inner.raw(), &self.inner.layout, field);
     }
 
     // ---- reads ----
@@ -464,15 +486,15 @@ impl Store {
     pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
         self.check_key(key)?;
         let p = self.place(key);
-        let now = || self.now();
-        let hit = match self.shard(p.shard).read(key, p, &now, out)? {
+        let now = self.now();
+        let hit = match self.shard(p.shard).read(key, p, &|| now.get(), out)? {
             Read::Hit { .. } => true,
             Read::Miss => false,
             Read::Contended => {
                 // A slot stayed mid-write: take the lock (which repairs a dead writer's slot).
                 let lk = self.lock(&p)?;
                 let l = lk.lookup(key, p);
-                match l.live(self.now()) {
+                match l.live(&now) {
                     Some(i) => {
                         lk.read_value(i, out)?;
                         true
@@ -501,10 +523,12 @@ impl Store {
         let lk = self.lock(&p)?;
         let now = self.now();
         let l = lk.lookup(key, p);
-        Ok(match l.live(now) {
+        Ok(match l.live(&now) {
             None => Ttl::NoKey,
             Some(_) if l.expires_ms == 0 => Ttl::NoExpiry,
-            Some(_) => Ttl::ExpiresIn(Duration::from_millis(l.expires_ms - now)),
+            Some(_) => Ttl::ExpiresIn(Duration::from_millis(
+                l.expires_ms.saturating_sub(now.get()),
+            )),
         })
     }
 
@@ -513,10 +537,10 @@ impl Store {
     fn write(&self, key: &[u8], value: &[u8], ttl: Option<Duration>, mode: Mode) -> Result<bool> {
         self.check_key(key)?;
         self.check_value(value)?;
-        let expires_ms = self.expiry(ttl)?;
+        let now = self.now();
+        let expires_ms = self.expiry(ttl, &now)?;
         let p = self.place(key);
         let lk = self.lock(&p)?;
-        let now = self.now();
         let l = lk.lookup(key, p);
         let e = Entry {
             key,
@@ -524,7 +548,7 @@ impl Store {
             expires_ms,
             tag: p.tag,
         };
-        match (l.live(now), mode) {
+        match (l.live(&now), mode) {
             (Some(_), Mode::IfAbsent) | (None, Mode::IfPresent) => Ok(false),
             (Some(i), _) => {
                 lk.overwrite(i, &e);
@@ -532,7 +556,7 @@ impl Store {
                 Ok(true)
             }
             (None, _) => {
-                lk.insert_new(&l, &e, p, now)?;
+                lk.insert_new(&l, &e, p, &now)?;
                 Ok(true)
             }
         }
@@ -559,11 +583,15 @@ impl Store {
         let p = self.place(key);
         let lk = self.lock(&p)?;
         let l = lk.lookup(key, p);
-        let live = l.live(self.now()).is_some();
+        let live = l.live(&self.now()).is_some();
         match l.slot {
             Some(i) => {
                 lk.remove(i);
-                lk.bump(if live { Stat::Deletes } else { Stat::Expirations });
+                lk.bump(if live {
+                    Stat::Deletes
+                } else {
+                    Stat::Expirations
+                });
                 Ok(live)
             }
             None => Ok(false),
@@ -587,12 +615,12 @@ impl Store {
         if let Some(v) = new {
             self.check_value(v)?;
         }
-        let expires_ms = self.expiry(ttl)?;
+        let now = self.now();
+        let expires_ms = self.expiry(ttl, &now)?;
         let p = self.place(key);
         let lk = self.lock(&p)?;
-        let now = self.now();
         let l = lk.lookup(key, p);
-        let live = l.live(now);
+        let live = l.live(&now);
         let matches = match (live, expected) {
             (None, None) => true,
             (Some(i), Some(exp)) => lk.value_eq(i, exp),
@@ -619,7 +647,7 @@ impl Store {
                     expires_ms,
                     tag: p.tag,
                 };
-                lk.insert_new(&l, &e, p, now)?;
+                lk.insert_new(&l, &e, p, &now)?;
             }
             (Some(i), None) => {
                 lk.remove(i);
@@ -637,13 +665,12 @@ impl Store {
     /// [`Error::Overflow`].
     pub fn incr(&self, key: &[u8], delta: i64, ttl_on_create: Option<Duration>) -> Result<i64> {
         self.check_key(key)?;
-        let expires_on_create = self.expiry(ttl_on_create)?;
+        let now = self.now();
         let p = self.place(key);
         let lk = self.lock(&p)?;
-        let now = self.now();
         let l = lk.lookup(key, p);
         let mut buf = [0u8; 20];
-        match l.live(now) {
+        match l.live(&now) {
             Some(i) => {
                 let mut cur = [0u8; 24];
                 let n = lk.value_len(i);
@@ -671,10 +698,10 @@ impl Store {
                 let e = Entry {
                     key,
                     value,
-                    expires_ms: expires_on_create,
+                    expires_ms: self.expiry(ttl_on_create, &now)?,
                     tag: p.tag,
                 };
-                lk.insert_new(&l, &e, p, now)?;
+                lk.insert_new(&l, &e, p, &now)?;
                 Ok(delta)
             }
         }
@@ -684,11 +711,12 @@ impl Store {
     /// existed.
     pub fn expire(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
         self.check_key(key)?;
-        let expires_ms = self.expiry(ttl)?;
+        let now = self.now();
+        let expires_ms = self.expiry(ttl, &now)?;
         let p = self.place(key);
         let lk = self.lock(&p)?;
         let l = lk.lookup(key, p);
-        match l.live(self.now()) {
+        match l.live(&now) {
             Some(i) => {
                 lk.set_expiry(i, expires_ms);
                 Ok(true)
@@ -719,7 +747,7 @@ impl Store {
         let mut removed = 0;
         for s in 0..self.inner.layout.geo.shards as usize {
             let lk = self.shard(s).lock(self.inner.lock_timeout, false)?;
-            removed += lk.flush_expired(self.now()) as u64;
+            removed += lk.flush_expired(&self.now()) as u64;
         }
         Ok(removed)
     }
@@ -836,7 +864,7 @@ impl Store {
         let now = self.now();
         for s in 0..l.geo.shards as usize {
             match self.shard(s).lock(self.inner.lock_timeout, false) {
-                Ok(lk) => lk.verify(self.inner.seed, now, &mut rep.problems, &mut totals),
+                Ok(lk) => lk.verify(self.inner.seed, &now, &mut rep.problems, &mut totals),
                 Err(e) => rep.problems.push(Problem {
                     shard: s as u32,
                     slot: None,
@@ -879,11 +907,25 @@ mod tests {
 
     #[test]
     fn ints_parse_like_redis() {
-        for (s, v) in [("0", Some(0)), ("-5", Some(-5)), ("9223372036854775807", Some(i64::MAX))] {
+        for (s, v) in [
+            ("0", Some(0)),
+            ("-5", Some(-5)),
+            ("9223372036854775807", Some(i64::MAX)),
+        ] {
             assert_eq!(parse_int(s.as_bytes()), v, "{s}");
         }
         assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in ["", "-", "+1", "01", "-0", " 1", "1 ", "1a", "9223372036854775808"] {
+        for bad in [
+            "",
+            "-",
+            "+1",
+            "01",
+            "-0",
+            " 1",
+            "1 ",
+            "1a",
+            "9223372036854775808",
+        ] {
             assert_eq!(parse_int(bad.as_bytes()), None, "{bad}");
         }
         let mut b = [0u8; 20];

@@ -43,6 +43,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::clock::LazyNow;
 use crate::config::WhenFull;
 use crate::error::{Error, Result};
 use crate::hash::Placement;
@@ -149,7 +150,9 @@ impl Iterator for Probe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Read {
     /// Live entry; the value was copied out. `expires_ms` is 0 for no expiry.
-    Hit { expires_ms: u64 },
+    Hit {
+        expires_ms: u64,
+    },
     Miss,
     /// A slot kept changing (or stayed mid-write): take the lock.
     Contended,
@@ -283,13 +286,7 @@ impl<'a> Shard<'a> {
 
     /// Seqlock read of slot `i`: is it `key` (with control byte `tag`), and if so its value.
     #[inline]
-    fn read_slot(
-        &self,
-        i: usize,
-        key: &[u8],
-        tag: u8,
-        out: &mut Vec<u8>,
-    ) -> Result<SlotRead> {
+    fn read_slot(&self, i: usize, key: &[u8], tag: u8, out: &mut Vec<u8>) -> Result<SlotRead> {
         let so = self.slot_off(i);
         let seq = self.seq(i);
         let Some(s1) = seqlock::read_begin(seq) else {
@@ -384,9 +381,9 @@ pub(crate) struct Lookup {
 }
 
 impl Lookup {
-    pub(crate) fn live(&self, now: u64) -> Option<usize> {
+    pub(crate) fn live(&self, now: &LazyNow<'_>) -> Option<usize> {
         self.slot
-            .filter(|_| self.expires_ms == 0 || now < self.expires_ms)
+            .filter(|_| self.expires_ms == 0 || now.get() < self.expires_ms)
     }
 }
 
@@ -445,8 +442,7 @@ impl<'a> Locked<'a> {
                 let i = g * GROUP_WIDTH + ctrl::lowest(m);
                 m &= m - 1;
                 let so = self.s.slot_off(i);
-                if self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize
-                    == key.len()
+                if self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize == key.len()
                     && self.r().bytes_eq(so + slot::KEY, key)
                 {
                     lk.slot = Some(i);
@@ -475,7 +471,8 @@ impl<'a> Locked<'a> {
             return Err(Error::corrupted("slot value length exceeds max_value_len"));
         }
         out.clear();
-        self.r().read_bytes(so + self.l().value_in_slot(), vlen, out);
+        self.r()
+            .read_bytes(so + self.l().value_in_slot(), vlen, out);
         Ok(())
     }
 
@@ -489,7 +486,8 @@ impl<'a> Locked<'a> {
     pub(crate) fn read_small(&self, i: usize, dst: &mut [u8]) {
         let n = dst.len().min(self.l().val_cap);
         let so = self.s.slot_off(i);
-        self.r().read_into(so + self.l().value_in_slot(), &mut dst[..n]);
+        self.r()
+            .read_into(so + self.l().value_in_slot(), &mut dst[..n]);
     }
 
     /// Whether slot `i`'s value equals `v`.
@@ -591,12 +589,12 @@ impl<'a> Locked<'a> {
         self.set_touch(None);
     }
 
-    fn slot_expired(&self, i: usize, now: u64) -> bool {
+    fn slot_expired(&self, i: usize, now: &LazyNow<'_>) -> bool {
         let e = self
             .r()
             .u64_at(self.s.slot_off(i) + slot::EXPIRES)
             .load(Ordering::Relaxed);
-        e != 0 && now >= e
+        e != 0 && now.get() >= e
     }
 
     /// Groups of the probe window `visited` groups long.
@@ -607,7 +605,13 @@ impl<'a> Locked<'a> {
     /// Places a key that is absent (or only present expired, in `lk.slot`): reuses its expired
     /// slot, else a free slot if the shard is under its load limit, else an expired entry in the
     /// window, else evicts or refuses.
-    pub(crate) fn insert_new(&self, lk: &Lookup, e: &Entry<'_>, p: Placement, now: u64) -> Result<()> {
+    pub(crate) fn insert_new(
+        &self,
+        lk: &Lookup,
+        e: &Entry<'_>,
+        p: Placement,
+        now: &LazyNow<'_>,
+    ) -> Result<()> {
         if let Some(i) = lk.slot {
             self.bump(Stat::Expirations);
             self.overwrite(i, e);
@@ -669,7 +673,7 @@ impl<'a> Locked<'a> {
 
     /// Deletes up to `budget` slots' worth of expired entries, continuing where the last sweep
     /// of this shard stopped. Returns how many were removed.
-    pub(crate) fn sweep_expired(&self, now: u64, budget: usize) -> usize {
+    pub(crate) fn sweep_expired(&self, now: &LazyNow<'_>, budget: usize) -> usize {
         let n = self.l().slots_per_shard;
         let cursor = self.s.hdr_u64(shard::SWEEP_CURSOR);
         let mut i = (cursor.load(Ordering::Relaxed) % n as u64) as usize;
@@ -687,7 +691,7 @@ impl<'a> Locked<'a> {
     }
 
     /// Removes every expired entry of the shard.
-    pub(crate) fn flush_expired(&self, now: u64) -> usize {
+    pub(crate) fn flush_expired(&self, now: &LazyNow<'_>) -> usize {
         let mut removed = 0;
         for i in 0..self.l().slots_per_shard {
             if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && self.slot_expired(i, now) {
@@ -718,7 +722,9 @@ impl<'a> Locked<'a> {
             }
         }
         self.s.hdr_u64(shard::LEN).store(0, Ordering::Relaxed);
-        self.s.hdr_u64(shard::TOMBSTONES).store(0, Ordering::Relaxed);
+        self.s
+            .hdr_u64(shard::TOMBSTONES)
+            .store(0, Ordering::Relaxed);
         self.set_touch(None);
     }
 
@@ -745,7 +751,9 @@ impl<'a> Locked<'a> {
                 if klen > self.l().geo.max_key_len as usize
                     || vlen > self.l().geo.max_value_len as usize
                 {
-                    return Err(Error::corrupted("repair record: scratch lengths out of range"));
+                    return Err(Error::corrupted(
+                        "repair record: scratch lengths out of range",
+                    ));
                 }
                 self.set_touch(Some(target));
                 let dst = self.s.slot_off(target);
@@ -753,8 +761,10 @@ impl<'a> Locked<'a> {
                 let odd = seqlock::write_begin(seq);
                 // Header fields after `seq`, then key and value (lengths validated above).
                 let r = self.r();
-                r.u32_at(dst + slot::KEY_LEN).store(klen as u32, Ordering::Relaxed);
-                r.u32_at(dst + slot::VAL_LEN).store(vlen as u32, Ordering::Relaxed);
+                r.u32_at(dst + slot::KEY_LEN)
+                    .store(klen as u32, Ordering::Relaxed);
+                r.u32_at(dst + slot::VAL_LEN)
+                    .store(vlen as u32, Ordering::Relaxed);
                 r.u32_at(dst + slot::FLAGS).store(0, Ordering::Relaxed);
                 let exp = r.u64_at(sc + slot::EXPIRES).load(Ordering::Relaxed);
                 r.u64_at(dst + slot::EXPIRES).store(exp, Ordering::Relaxed);
@@ -809,7 +819,7 @@ impl<'a> Locked<'a> {
     pub(crate) fn verify(
         &self,
         seed: (u64, u64),
-        now: u64,
+        now: &LazyNow<'_>,
         problems: &mut Vec<crate::verify::Problem>,
         totals: &mut crate::verify::Totals,
     ) {
@@ -879,11 +889,23 @@ impl<'a> Locked<'a> {
         }
         let len = self.s.len();
         if len != full {
-            push(None, K::LenMismatch { stored: len, counted: full });
+            push(
+                None,
+                K::LenMismatch {
+                    stored: len,
+                    counted: full,
+                },
+            );
         }
         let t = self.s.tombstones();
         if t != deleted {
-            push(None, K::TombstonesMismatch { stored: t, counted: deleted });
+            push(
+                None,
+                K::TombstonesMismatch {
+                    stored: t,
+                    counted: deleted,
+                },
+            );
         }
         totals.entries += full;
         totals.tombstones += deleted;

@@ -9,7 +9,10 @@ use common::{ShmName, TempDir};
 use shmstate::{Clock, Config, Error, Incompatibility, ManualClock, Store, Ttl, WhenFull};
 
 fn small() -> Config {
-    Config::new().capacity(1000).max_key_len(32).max_value_len(64)
+    Config::new()
+        .capacity(1000)
+        .max_key_len(32)
+        .max_value_len(64)
 }
 
 fn manual(store: Store) -> (Store, ManualClock) {
@@ -60,8 +63,12 @@ fn add_replace_cas() {
     assert_eq!(s.get(b"k").unwrap().unwrap(), b"3");
 
     // set-if-equal
-    assert!(!s.compare_and_swap(b"k", Some(b"1"), Some(b"4"), None).unwrap());
-    assert!(s.compare_and_swap(b"k", Some(b"3"), Some(b"4"), None).unwrap());
+    assert!(!s
+        .compare_and_swap(b"k", Some(b"1"), Some(b"4"), None)
+        .unwrap());
+    assert!(s
+        .compare_and_swap(b"k", Some(b"3"), Some(b"4"), None)
+        .unwrap());
     assert_eq!(s.get(b"k").unwrap().unwrap(), b"4");
     // delete-if-equal
     assert!(!s.compare_and_swap(b"k", Some(b"3"), None, None).unwrap());
@@ -89,9 +96,13 @@ fn incr_decimal() {
     assert_eq!(s.incr(b"m", 1, None).unwrap(), 11);
     s.set(b"t", b"ten", None).unwrap();
     assert!(matches!(s.incr(b"t", 1, None), Err(Error::NotAnInteger)));
-    s.set(b"big", i64::MAX.to_string().as_bytes(), None).unwrap();
+    s.set(b"big", i64::MAX.to_string().as_bytes(), None)
+        .unwrap();
     assert!(matches!(s.incr(b"big", 1, None), Err(Error::Overflow)));
-    assert_eq!(s.get(b"big").unwrap().unwrap(), i64::MAX.to_string().as_bytes());
+    assert_eq!(
+        s.get(b"big").unwrap().unwrap(),
+        i64::MAX.to_string().as_bytes()
+    );
     s.set(b"long", &[b'1'; 30], None).unwrap();
     assert!(matches!(s.incr(b"long", 1, None), Err(Error::NotAnInteger)));
 }
@@ -100,7 +111,10 @@ fn incr_decimal() {
 fn incr_needs_room_for_digits() {
     let s = Store::anonymous(&small().max_value_len(3)).unwrap();
     assert_eq!(s.incr(b"n", 999, None).unwrap(), 999);
-    assert!(matches!(s.incr(b"n", 1, None), Err(Error::ValueTooLarge { len: 4, max: 3 })));
+    assert!(matches!(
+        s.incr(b"n", 1, None),
+        Err(Error::ValueTooLarge { len: 4, max: 3 })
+    ));
     assert_eq!(s.get(b"n").unwrap().unwrap(), b"999");
 }
 
@@ -109,7 +123,10 @@ fn ttl_and_expiry_with_manual_clock() {
     let (s, clock) = manual(Store::anonymous(&small()).unwrap());
     s.set(b"a", b"1", Some(Duration::from_millis(100))).unwrap();
     s.set(b"b", b"2", None).unwrap();
-    assert_eq!(s.ttl(b"a").unwrap(), Ttl::ExpiresIn(Duration::from_millis(100)));
+    assert_eq!(
+        s.ttl(b"a").unwrap(),
+        Ttl::ExpiresIn(Duration::from_millis(100))
+    );
     assert_eq!(s.ttl(b"b").unwrap(), Ttl::NoExpiry);
     assert_eq!(s.ttl(b"c").unwrap(), Ttl::NoKey);
     clock.advance(Duration::from_millis(99));
@@ -134,13 +151,17 @@ fn ttl_and_expiry_with_manual_clock() {
     assert_eq!(s.incr(b"r", 1, Some(Duration::from_secs(60))).unwrap(), 1);
     clock.advance(Duration::from_secs(30));
     assert_eq!(s.incr(b"r", 1, Some(Duration::from_secs(60))).unwrap(), 2);
-    assert_eq!(s.ttl(b"r").unwrap(), Ttl::ExpiresIn(Duration::from_secs(30)));
+    assert_eq!(
+        s.ttl(b"r").unwrap(),
+        Ttl::ExpiresIn(Duration::from_secs(30))
+    );
     clock.advance(Duration::from_secs(30));
     assert_eq!(s.incr(b"r", 1, Some(Duration::from_secs(60))).unwrap(), 1);
 
     // flush_expired reclaims.
     for i in 0..10u8 {
-        s.set(&[b'x', i], b"v", Some(Duration::from_millis(5))).unwrap();
+        s.set(&[b'x', i], b"v", Some(Duration::from_millis(5)))
+            .unwrap();
     }
     clock.advance(Duration::from_millis(5));
     assert_eq!(s.flush_expired().unwrap(), 10);
@@ -257,7 +278,10 @@ fn evicts_when_configured() {
     assert_eq!(st.full_refusals, 0);
     assert!(st.entries <= st.slots);
     // The most recent key is present; values are never mixed up.
-    assert_eq!(s.get(&4999u32.to_le_bytes()).unwrap().unwrap(), 4999u32.to_le_bytes());
+    assert_eq!(
+        s.get(&4999u32.to_le_bytes()).unwrap().unwrap(),
+        4999u32.to_le_bytes()
+    );
     for i in 0..5000u32 {
         if let Some(v) = s.get(&i.to_le_bytes()).unwrap() {
             assert_eq!(v, i.to_le_bytes());
@@ -301,11 +325,17 @@ fn counters() {
     s.counter("b").unwrap();
     s.counter("c").unwrap();
     s.counter("d").unwrap();
-    assert!(matches!(s.counter("e"), Err(Error::TooManyCounters { max: 4 })));
+    assert!(matches!(
+        s.counter("e"),
+        Err(Error::TooManyCounters { max: 4 })
+    ));
     let mut names: Vec<_> = s.counters().unwrap().into_iter().map(|(n, _)| n).collect();
     names.sort();
     assert_eq!(names, ["a", "b", "c", "d"]);
-    assert!(matches!(s.counter(""), Err(Error::InvalidCounterName { .. })));
+    assert!(matches!(
+        s.counter(""),
+        Err(Error::InvalidCounterName { .. })
+    ));
     assert!(matches!(
         s.counter(&"x".repeat(113)),
         Err(Error::InvalidCounterName { .. })
@@ -405,7 +435,10 @@ fn config_round_trips_and_bad_config_is_refused() {
     assert!(s.evicts());
     assert!(matches!(
         Store::anonymous(&Config::new().capacity(0)),
-        Err(Error::InvalidConfig { field: "capacity", .. })
+        Err(Error::InvalidConfig {
+            field: "capacity",
+            ..
+        })
     ));
     assert!(matches!(
         Store::anonymous(&Config::new().max_value_len(u32::MAX)),
@@ -431,12 +464,17 @@ fn named_create_open_unlink() {
     assert!(matches!(
         Store::open_or_create(&name.0, &small().max_value_len(65)),
         Err(Error::Incompatible {
-            reason: Incompatibility::ConfigMismatch { field: "max_value_len" }
+            reason: Incompatibility::ConfigMismatch {
+                field: "max_value_len"
+            }
         })
     ));
     Store::unlink(&name.0).unwrap();
     assert!(matches!(Store::open(&name.0), Err(Error::NotFound { .. })));
-    assert!(matches!(Store::unlink(&name.0), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        Store::unlink(&name.0),
+        Err(Error::NotFound { .. })
+    ));
     // Still usable after unlink.
     assert_eq!(a.get(b"k").unwrap().unwrap(), b"from a");
     assert!(matches!(
@@ -451,7 +489,8 @@ fn file_backed_survives_reopen() {
     let path = dir.file("state.shm");
     {
         let s = Store::create_file(&path, &small()).unwrap();
-        s.set(b"persist", b"yes", Some(Duration::from_secs(3600))).unwrap();
+        s.set(b"persist", b"yes", Some(Duration::from_secs(3600)))
+            .unwrap();
         s.counter("boots").unwrap().add(1);
     }
     let s = Store::open_file(&path).unwrap();
@@ -459,7 +498,8 @@ fn file_backed_survives_reopen() {
     assert!(matches!(s.ttl(b"persist").unwrap(), Ttl::ExpiresIn(_)));
     assert_eq!(s.counter("boots").unwrap().get(), 1);
     assert!(s.verify().unwrap().is_ok());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     assert!(matches!(
         Store::create_file(&path, &small()),
@@ -495,17 +535,24 @@ fn bad_files_are_specific_errors() {
     let p = write("random", &random, 0o600);
     assert!(matches!(
         Store::open_file(&p),
-        Err(Error::Incompatible { reason: Incompatibility::BadMagic })
+        Err(Error::Incompatible {
+            reason: Incompatibility::BadMagic
+        })
     ));
 
     // Too small for a header, and empty.
     let p = write("tiny", b"SHMSTATE", 0o600);
     assert!(matches!(
         Store::open_file(&p),
-        Err(Error::Incompatible { reason: Incompatibility::Size { .. } })
+        Err(Error::Incompatible {
+            reason: Incompatibility::Size { .. }
+        })
     ));
     let p = write("empty", b"", 0o600);
-    assert!(matches!(Store::open_file(&p), Err(Error::NotInitialized { .. })));
+    assert!(matches!(
+        Store::open_file(&p),
+        Err(Error::NotInitialized { .. })
+    ));
 
     // A real region, then damaged copies of it.
     let good = dir.file("good");
@@ -515,7 +562,9 @@ fn bad_files_are_specific_errors() {
     let p = write("truncated", &bytes[..bytes.len() - 4096], 0o600);
     assert!(matches!(
         Store::open_file(&p),
-        Err(Error::Incompatible { reason: Incompatibility::Size { .. } })
+        Err(Error::Incompatible {
+            reason: Incompatibility::Size { .. }
+        })
     ));
 
     let mut v2 = bytes.clone();
@@ -524,7 +573,10 @@ fn bad_files_are_specific_errors() {
     assert!(matches!(
         Store::open_file(&p),
         Err(Error::Incompatible {
-            reason: Incompatibility::Version { found: 99, expected: 1 }
+            reason: Incompatibility::Version {
+                found: 99,
+                expected: 1
+            }
         })
     ));
 
@@ -533,7 +585,9 @@ fn bad_files_are_specific_errors() {
     let p = write("fingerprint", &fp, 0o600);
     assert!(matches!(
         Store::open_file(&p),
-        Err(Error::Incompatible { reason: Incompatibility::Fingerprint { .. } })
+        Err(Error::Incompatible {
+            reason: Incompatibility::Fingerprint { .. }
+        })
     ));
 
     let mut cfg = bytes.clone();
@@ -544,7 +598,10 @@ fn bad_files_are_specific_errors() {
     let mut unready = bytes.clone();
     unready[12..16].copy_from_slice(&0u32.to_le_bytes());
     let p = write("unready", &unready, 0o600);
-    assert!(matches!(Store::open_file(&p), Err(Error::NotInitialized { .. })));
+    assert!(matches!(
+        Store::open_file(&p),
+        Err(Error::NotInitialized { .. })
+    ));
 
     // Permissions and file types.
     let p = write("world", &bytes, 0o666);
@@ -554,8 +611,14 @@ fn bad_files_are_specific_errors() {
     assert!(matches!(Store::open_file(&p), Err(Error::Insecure { .. })));
     let link = dir.file("link");
     std::os::unix::fs::symlink(&good, &link).unwrap();
-    assert!(matches!(Store::open_file(&link), Err(Error::Insecure { .. })));
-    assert!(matches!(Store::open_file(&dir.0), Err(Error::Insecure { .. }) | Err(Error::Io { .. })));
+    assert!(matches!(
+        Store::open_file(&link),
+        Err(Error::Insecure { .. })
+    ));
+    assert!(matches!(
+        Store::open_file(&dir.0),
+        Err(Error::Insecure { .. }) | Err(Error::Io { .. })
+    ));
     assert!(matches!(
         Store::open_file(dir.file("missing")),
         Err(Error::NotFound { .. })

@@ -18,14 +18,26 @@ type TestFn = fn();
 fn main() {
     let tests: &[(&str, TestFn)] = &[
         ("workers_increment_exactly", workers_increment_exactly),
-        ("values_cross_processes_untorn", values_cross_processes_untorn),
-        ("open_or_create_race_initializes_once", open_or_create_race_initializes_once),
-        ("named_and_file_visible_to_other_process", named_and_file_visible_to_other_process),
+        (
+            "values_cross_processes_untorn",
+            values_cross_processes_untorn,
+        ),
+        (
+            "open_or_create_race_initializes_once",
+            open_or_create_race_initializes_once,
+        ),
+        (
+            "named_and_file_visible_to_other_process",
+            named_and_file_visible_to_other_process,
+        ),
         ("kill_at_every_write_point", kill_at_every_write_point),
         ("parked_holder_then_sigkill", parked_holder_then_sigkill),
         ("repairer_killed_midway", repairer_killed_midway),
         ("counter_registrant_killed", counter_registrant_killed),
-        ("file_region_recovered_by_sole_opener", file_region_recovered_by_sole_opener),
+        (
+            "file_region_recovered_by_sole_opener",
+            file_region_recovered_by_sole_opener,
+        ),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -175,7 +187,10 @@ fn workers_increment_exactly() {
     );
     for w in 0..WORKERS {
         assert_eq!(
-            store.get(format!("worker:{w}").as_bytes()).unwrap().unwrap(),
+            store
+                .get(format!("worker:{w}").as_bytes())
+                .unwrap()
+                .unwrap(),
             b"done"
         );
     }
@@ -220,13 +235,21 @@ fn values_cross_processes_untorn() {
         for k in 0..4u8 {
             assert!(store.get_into(&[k], &mut buf).unwrap());
             let gen = u64::from_le_bytes(buf[..8].try_into().unwrap());
-            assert_eq!(buf, checked_value(k, gen), "torn value read across processes");
+            assert_eq!(
+                buf,
+                checked_value(k, gen),
+                "torn value read across processes"
+            );
             gens.insert(gen);
             reads += 1;
         }
     }
     assert_eq!(wait(writer, Duration::from_secs(30)), Exit::Code(0));
-    assert!(gens.len() > 10, "reader saw the writer's progress ({} generations)", gens.len());
+    assert!(
+        gens.len() > 10,
+        "reader saw the writer's progress ({} generations)",
+        gens.len()
+    );
     println!("  ({reads} reads, {} generations seen)", gens.len());
 }
 
@@ -260,7 +283,10 @@ fn open_or_create_race_initializes_once() {
     }
     let s = Store::open(&name.0).unwrap();
     // Had any racer initialized a second time, it would have wiped the others' increments.
-    assert_eq!(s.get(b"opened").unwrap().unwrap(), RACERS.to_string().as_bytes());
+    assert_eq!(
+        s.get(b"opened").unwrap().unwrap(),
+        RACERS.to_string().as_bytes()
+    );
     assert_eq!(s.counter("opened").unwrap().get(), RACERS as i64);
     assert!(s.verify().unwrap().is_ok());
 }
@@ -301,7 +327,11 @@ fn named_and_file_visible_to_other_process() {
 fn seed_store(store: &Store) {
     for i in 0..50u32 {
         store
-            .set(format!("other:{i}").as_bytes(), format!("v{i}").as_bytes(), None)
+            .set(
+                format!("other:{i}").as_bytes(),
+                format!("v{i}").as_bytes(),
+                None,
+            )
             .unwrap();
     }
     store.set(b"victim", b"old", None).unwrap();
@@ -320,19 +350,86 @@ fn check_others(store: &Store) {
 fn kill_at_every_write_point() {
     // (failpoint, operation, acceptable victim values afterwards)
     type Op = fn(&Store);
-    let cases: &[(&str, Op, &[Option<&[u8]>])] = &[
-        ("put.scratch", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"old")]),
-        ("put.committed", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"new")]),
-        ("put.applying", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"new")]),
-        ("put.published", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"new")]),
-        ("lock.acquired", |s| s.set(b"victim", b"new", None).unwrap(), &[Some(b"old")]),
-        ("delete.ctrl", |s| { s.delete(b"victim").unwrap(); }, &[None]),
-        ("expire.stored", |s| { s.expire(b"victim", Some(Duration::from_secs(9))).unwrap(); }, &[Some(b"old")]),
-        ("put.applying", |s| { s.compare_and_swap(b"victim", Some(b"old"), Some(b"cas"), None).unwrap(); }, &[Some(b"cas")]),
-        ("put.scratch", |s| { s.compare_and_swap(b"victim", Some(b"old"), Some(b"cas"), None).unwrap(); }, &[Some(b"old")]),
-        ("insert.written", |s| { s.delete(b"victim").unwrap(); s.set(b"victim", b"fresh", None).unwrap(); }, &[None]),
-        ("insert.published", |s| { s.delete(b"victim").unwrap(); s.set(b"victim", b"fresh", None).unwrap(); }, &[Some(b"fresh")]),
-        ("clear.half", |s| { s.clear().unwrap(); }, &[None, Some(b"old")]),
+    type Outcomes = &'static [Option<&'static [u8]>];
+    let cases: &[(&str, Op, Outcomes)] = &[
+        (
+            "put.scratch",
+            |s| s.set(b"victim", b"new", None).unwrap(),
+            &[Some(b"old")],
+        ),
+        (
+            "put.committed",
+            |s| s.set(b"victim", b"new", None).unwrap(),
+            &[Some(b"new")],
+        ),
+        (
+            "put.applying",
+            |s| s.set(b"victim", b"new", None).unwrap(),
+            &[Some(b"new")],
+        ),
+        (
+            "put.published",
+            |s| s.set(b"victim", b"new", None).unwrap(),
+            &[Some(b"new")],
+        ),
+        (
+            "lock.acquired",
+            |s| s.set(b"victim", b"new", None).unwrap(),
+            &[Some(b"old")],
+        ),
+        (
+            "delete.ctrl",
+            |s| {
+                s.delete(b"victim").unwrap();
+            },
+            &[None],
+        ),
+        (
+            "expire.stored",
+            |s| {
+                s.expire(b"victim", Some(Duration::from_secs(9))).unwrap();
+            },
+            &[Some(b"old")],
+        ),
+        (
+            "put.applying",
+            |s| {
+                s.compare_and_swap(b"victim", Some(b"old"), Some(b"cas"), None)
+                    .unwrap();
+            },
+            &[Some(b"cas")],
+        ),
+        (
+            "put.scratch",
+            |s| {
+                s.compare_and_swap(b"victim", Some(b"old"), Some(b"cas"), None)
+                    .unwrap();
+            },
+            &[Some(b"old")],
+        ),
+        (
+            "insert.written",
+            |s| {
+                s.delete(b"victim").unwrap();
+                s.set(b"victim", b"fresh", None).unwrap();
+            },
+            &[None],
+        ),
+        (
+            "insert.published",
+            |s| {
+                s.delete(b"victim").unwrap();
+                s.set(b"victim", b"fresh", None).unwrap();
+            },
+            &[Some(b"fresh")],
+        ),
+        (
+            "clear.half",
+            |s| {
+                s.clear().unwrap();
+            },
+            &[None, Some(b"old")],
+        ),
     ];
     for (point, op, allowed) in cases {
         let store = Store::anonymous(&Config::new().capacity(200).shards(2)).unwrap();
@@ -356,7 +453,11 @@ fn kill_at_every_write_point() {
         );
         // A lock-free read before anyone repairs sees the value from before the operation or
         // after it (a dead writer's committed operation takes effect at the repair).
-        let before_value: Option<&[u8]> = if point.starts_with("insert.") { None } else { Some(b"old") };
+        let before_value: Option<&[u8]> = if point.starts_with("insert.") {
+            None
+        } else {
+            Some(b"old")
+        };
         let pre = store.get(b"victim").unwrap();
         assert!(
             pre.as_deref() == before_value || allowed.contains(&pre.as_deref()),
@@ -382,9 +483,16 @@ fn kill_at_every_write_point() {
             assert_eq!(store.stats().lock_recoveries, before + 1);
         } else {
             check_others(&store);
-            assert_eq!(store.stats().lock_recoveries, before + 1, "{point}: one recovery");
+            assert_eq!(
+                store.stats().lock_recoveries,
+                before + 1,
+                "{point}: one recovery"
+            );
         }
-        println!("  {point}: victim {:?}", got.as_deref().map(String::from_utf8_lossy));
+        println!(
+            "  {point}: victim {:?}",
+            got.as_deref().map(String::from_utf8_lossy)
+        );
     }
 }
 
@@ -411,9 +519,15 @@ fn parked_holder_then_sigkill() {
     // write waits at most the lock timeout too.
     let t = Instant::now();
     check_others(&store);
-    assert!(t.elapsed() < Duration::from_millis(150), "lock-free reads did not wait");
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "lock-free reads did not wait"
+    );
     let t = Instant::now();
-    assert!(matches!(store.get(b"victim"), Err(Error::LockTimeout { .. })));
+    assert!(matches!(
+        store.get(b"victim"),
+        Err(Error::LockTimeout { .. })
+    ));
     assert!(matches!(
         store.set(b"other:1", b"x", None),
         Err(Error::LockTimeout { .. })
@@ -440,7 +554,10 @@ fn repairer_killed_midway() {
                 store.set(b"victim", b"new", None).unwrap();
             })
         };
-        assert_eq!(wait(c1, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
+        assert_eq!(
+            wait(c1, Duration::from_secs(30)),
+            Exit::Signal(libc::SIGKILL)
+        );
         // ...then the process that repairs it dies in the middle of the repair...
         let c2 = {
             let store = store.clone();
@@ -449,7 +566,10 @@ fn repairer_killed_midway() {
                 store.set(b"other:3", b"changed", None).unwrap();
             })
         };
-        assert_eq!(wait(c2, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
+        assert_eq!(
+            wait(c2, Duration::from_secs(30)),
+            Exit::Signal(libc::SIGKILL)
+        );
         // ...and the next holder finishes the repair.
         assert_eq!(store.get(b"victim").unwrap().unwrap(), b"new");
         store.set(b"other:4", b"v4", None).unwrap();
@@ -470,8 +590,16 @@ fn counter_registrant_killed() {
             store.counter("half-registered").unwrap();
         })
     };
-    assert_eq!(wait(child, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
-    let names: Vec<_> = store.counters().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        wait(child, Duration::from_secs(30)),
+        Exit::Signal(libc::SIGKILL)
+    );
+    let names: Vec<_> = store
+        .counters()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names, ["before"], "an unpublished counter is invisible");
     let c = store.counter("half-registered").unwrap();
     assert_eq!(c.add(1), 1);
@@ -493,7 +621,10 @@ fn file_region_recovered_by_sole_opener() {
         failpoint::arm("put.applying", Action::Kill, 0);
         s.set(b"victim", b"new", None).unwrap();
     });
-    assert_eq!(wait(child, Duration::from_secs(30)), Exit::Signal(libc::SIGKILL));
+    assert_eq!(
+        wait(child, Duration::from_secs(30)),
+        Exit::Signal(libc::SIGKILL)
+    );
     // Nobody has it open now: the next opener is the sole user, re-initializes the locks and
     // repairs (as after a reboot, when no kernel would report the owner dead).
     let s = Store::open_file(&path).unwrap();

@@ -92,8 +92,14 @@ fn parse(v: &[u8]) -> Option<i64> {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let clock = ManualClock::new(1_000_000);
-    let cfg = Config::new().capacity(64).shards(2).max_key_len(16).max_value_len(40);
-    let s = Store::anonymous(&cfg).unwrap().with_clock(Clock::Manual(clock.clone()));
+    let cfg = Config::new()
+        .capacity(64)
+        .shards(2)
+        .max_key_len(16)
+        .max_value_len(40);
+    let s = Store::anonymous(&cfg)
+        .unwrap()
+        .with_clock(Clock::Manual(clock.clone()));
     let mut m = Model {
         now: clock.now_ms(),
         ..Model::default()
@@ -140,7 +146,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let cur = m.live(&k).map(|(v, _)| v);
                 let want = cur == exp;
                 prop_assert_eq!(
-                    s.compare_and_swap(&k, exp.as_deref(), new.as_deref(), d(t)).unwrap(),
+                    s.compare_and_swap(&k, exp.as_deref(), new.as_deref(), d(t))
+                        .unwrap(),
                     want
                 );
                 if want {

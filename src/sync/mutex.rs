@@ -104,10 +104,26 @@ impl<'a> RobustMutex<'a> {
         }
     }
 
-    fn interpret(&self, rc: libc::c_int, contended: bool) -> Option<Result<(MutexGuard<'a>, Acquired), LockError>> {
+    fn interpret(
+        &self,
+        rc: libc::c_int,
+        contended: bool,
+    ) -> Option<Result<(MutexGuard<'a>, Acquired), LockError>> {
         match rc {
-            0 => Some(Ok((self.guard(), Acquired { owner_died: false, contended }))),
-            libc::EOWNERDEAD => Some(Ok((self.guard(), Acquired { owner_died: true, contended }))),
+            0 => Some(Ok((
+                self.guard(),
+                Acquired {
+                    owner_died: false,
+                    contended,
+                },
+            ))),
+            libc::EOWNERDEAD => Some(Ok((
+                self.guard(),
+                Acquired {
+                    owner_died: true,
+                    contended,
+                },
+            ))),
             libc::ENOTRECOVERABLE => Some(Err(LockError::NotRecoverable)),
             libc::EBUSY | libc::ETIMEDOUT => None,
             other => Some(Err(LockError::Os(errno(other)))),
