@@ -87,6 +87,13 @@ pub use stats::Stats;
 pub use store::{Store, Ttl};
 pub use verify::{Problem, ProblemKind, Totals, VerifyReport};
 
+// Handles are shared between threads and cloned freely.
+const _: fn() = || {
+    fn assert_shareable<T: Send + Sync + Clone>() {}
+    assert_shareable::<Store>();
+    assert_shareable::<Counter>();
+};
+
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
