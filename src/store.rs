@@ -741,6 +741,73 @@ impl Store {
         Ok(removed)
     }
 
+    /// One page of a scan over the live keys starting with `prefix`, like Redis `SCAN`: pass
+    /// cursor 0 to start and the returned cursor to continue; `None` means the scan is over.
+    /// Returns at most `limit` keys per call (fewer, possibly none, when it reaches the end of a
+    /// shard or has visited many empty slots: keep calling until the cursor is `None`). Each
+    /// call locks one shard briefly. A key present for the whole scan is returned exactly once
+    /// (keys never move); keys added or removed during the scan may or may not be.
+    ///
+    /// ```
+    /// # fn main() -> shmstate::Result<()> {
+    /// let store = shmstate::Store::anonymous(&shmstate::Config::new())?;
+    /// store.set(b"user:1", b"a", None)?;
+    /// store.set(b"user:2", b"b", None)?;
+    /// store.set(b"other", b"c", None)?;
+    /// let (mut keys, mut cursor) = (Vec::new(), Some(0));
+    /// while let Some(c) = cursor {
+    ///     let (page, next) = store.scan(c, b"user:", 100)?;
+    ///     keys.extend(page);
+    ///     cursor = next;
+    /// }
+    /// keys.sort();
+    /// assert_eq!(keys, [b"user:1".to_vec(), b"user:2".to_vec()]);
+    /// # Ok(()) }
+    /// ```
+    pub fn scan(
+        &self,
+        cursor: u64,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>)> {
+        let l = &self.inner.layout;
+        let per = l.slots_per_shard as u64;
+        let total = per * u64::from(l.geo.shards);
+        let mut out = Vec::new();
+        if cursor >= total || prefix.len() > l.geo.max_key_len as usize {
+            return Ok((out, None));
+        }
+        let shard = (cursor / per) as usize;
+        let from = (cursor % per) as usize;
+        let limit = limit.max(1);
+        let lk = self.shard(shard).lock(self.inner.lock_timeout, false)?;
+        let next = lk.scan_keys(
+            from,
+            prefix,
+            limit,
+            limit.saturating_mul(16).max(4096),
+            &self.now(),
+            &mut out,
+        )?;
+        drop(lk);
+        let next = shard as u64 * per + next as u64;
+        Ok((out, (next < total).then_some(next)))
+    }
+
+    /// Deletes every live key starting with `prefix` (a full scan, one shard locked at a time;
+    /// not atomic across shards). Returns how many were deleted.
+    pub fn delete_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        if prefix.len() > self.inner.layout.geo.max_key_len as usize {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        for s in 0..self.inner.layout.geo.shards as usize {
+            let lk = self.shard(s).lock(self.inner.lock_timeout, false)?;
+            removed += lk.delete_prefix(prefix, &self.now())?;
+        }
+        Ok(removed)
+    }
+
     /// Removes every expired entry now (expiry is otherwise lazy: on access, and when an
     /// insert needs room). Returns how many were removed.
     pub fn flush_expired(&self) -> Result<u64> {

@@ -690,6 +690,74 @@ impl<'a> Locked<'a> {
         removed
     }
 
+    /// Appends to `out` the live keys starting with `prefix` in slots `from..`, stopping after
+    /// `limit` keys or `max_visit` slots. Returns the next slot to visit (`slots_per_shard` when
+    /// the shard is done).
+    pub(crate) fn scan_keys(
+        &self,
+        from: usize,
+        prefix: &[u8],
+        limit: usize,
+        max_visit: usize,
+        now: &LazyNow<'_>,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<usize> {
+        let n = self.l().slots_per_shard;
+        let mut i = from;
+        let mut found = 0;
+        while i < n && found < limit && i - from < max_visit {
+            if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && !self.slot_expired(i, now) {
+                let so = self.s.slot_off(i);
+                let klen = self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
+                if klen > self.l().geo.max_key_len as usize {
+                    return Err(Error::corrupted("slot key length exceeds max_key_len"));
+                }
+                if klen >= prefix.len() {
+                    let mut key = Vec::with_capacity(klen);
+                    self.r().read_bytes(so + slot::KEY, klen, &mut key);
+                    if key.starts_with(prefix) {
+                        out.push(key);
+                        found += 1;
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    /// Removes every live key starting with `prefix`; returns how many.
+    pub(crate) fn delete_prefix(&self, prefix: &[u8], now: &LazyNow<'_>) -> Result<u64> {
+        let mut removed = 0;
+        let mut key = Vec::new();
+        for i in 0..self.l().slots_per_shard {
+            if !ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) {
+                continue;
+            }
+            let so = self.s.slot_off(i);
+            let klen = self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
+            if klen > self.l().geo.max_key_len as usize {
+                return Err(Error::corrupted("slot key length exceeds max_key_len"));
+            }
+            if klen < prefix.len() {
+                continue;
+            }
+            key.clear();
+            self.r().read_bytes(so + slot::KEY, prefix.len(), &mut key);
+            if key == prefix {
+                let expired = self.slot_expired(i, now);
+                self.remove(i);
+                if expired {
+                    self.bump(Stat::Expirations);
+                } else {
+                    self.bump(Stat::Deletes);
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes every expired entry of the shard.
     pub(crate) fn flush_expired(&self, now: &LazyNow<'_>) -> usize {
         let mut removed = 0;

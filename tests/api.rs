@@ -664,3 +664,35 @@ fn scribbled_slots_are_reported_not_followed() {
     s.clear().unwrap();
     assert!(s.verify().unwrap().is_ok(), "{}", s.verify().unwrap());
 }
+
+#[test]
+fn scan_pages_and_delete_prefix() {
+    let s = Store::anonymous(&Config::new().capacity(5000).max_key_len(32)).unwrap();
+    for i in 0..1000u32 {
+        s.set(format!("user:{i}").as_bytes(), b"v", None).unwrap();
+        s.set(format!("sess:{i}").as_bytes(), b"v", None).unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let (mut cursor, mut calls) = (Some(0), 0);
+    while let Some(c) = cursor {
+        let (page, next) = s.scan(c, b"user:", 10).unwrap();
+        assert!(page.len() <= 10);
+        for k in page {
+            assert!(k.starts_with(b"user:"));
+            assert!(seen.insert(k), "a key was returned twice");
+        }
+        cursor = next;
+        calls += 1;
+        assert!(calls < 10_000, "scan does not terminate");
+    }
+    assert_eq!(seen.len(), 1000);
+    let (all, _) = s.scan(0, b"", usize::MAX).unwrap();
+    assert!(all.len() <= 2000);
+    assert_eq!(s.scan(u64::MAX, b"", 10).unwrap(), (vec![], None));
+    assert_eq!(s.delete_prefix(b"user:").unwrap(), 1000);
+    assert_eq!(s.len(), 1000);
+    assert!(!s.contains(b"user:5").unwrap());
+    assert!(s.contains(b"sess:5").unwrap());
+    assert_eq!(s.delete_prefix(b"user:").unwrap(), 0);
+    assert!(s.verify().unwrap().is_ok());
+}
