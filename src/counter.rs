@@ -144,7 +144,7 @@ pub(crate) fn resolve(inner: &Arc<Inner>, name: &str, timeout: Duration) -> Resu
     validate_name(name)?;
     let r = inner.raw();
     let l = inner.layout();
-    let h = crate::hash::hash(inner.seed(), name.as_bytes());
+    let h = crate::hash::hash(inner.hash_key(), name.as_bytes());
     let make = |i: usize| Counter {
         inner: Arc::clone(inner),
         value_off: l.counter_off(i) + c::VALUE,
@@ -206,7 +206,7 @@ pub(crate) fn list(r: &RawRegion, l: &Layout) -> Result<Vec<(String, i64)>> {
 pub(crate) fn verify(
     r: &RawRegion,
     l: &Layout,
-    seed: (u64, u64),
+    key: &crate::hash::HashKey,
     problems: &mut Vec<crate::verify::Problem>,
 ) -> u64 {
     use crate::verify::{Problem, ProblemKind as K};
@@ -225,7 +225,7 @@ pub(crate) fn verify(
             Ok(false) => {}
             Ok(true) => {
                 live += 1;
-                let h = crate::hash::hash(seed, &buf);
+                let h = crate::hash::hash(key, &buf);
                 if r.u64_at(l.counter_off(i) + c::HASH).load(Ordering::Relaxed) != h {
                     push(K::BadCounter("stored hash does not match name"));
                 }

@@ -142,6 +142,12 @@ pub mod rec {
 }
 
 pub const SLOT_HEADER: usize = 24;
+
+/// Offset of the value bytes within a slot whose key room is `key_cap` bytes.
+#[inline(always)]
+pub const fn value_offset(key_cap: usize) -> usize {
+    slot::KEY + key_cap
+}
 pub mod slot {
     pub const SEQ: usize = 0;
     pub const KEY_LEN: usize = 4;
@@ -160,8 +166,8 @@ pub const MAX_PROBE_GROUPS: u32 = 16;
 pub const MAX_LOAD_NUM: u64 = 7;
 pub const MAX_LOAD_DEN: u64 = 8;
 
-/// Identifies the hash function (SipHash-1-3 keyed by the region seed). Part of the fingerprint.
-const HASH_ALGO: u64 = 0x5369_7031_3300_0001;
+/// Identifies the hash function (`hash.rs`, keyed folded multiply). Part of the fingerprint.
+const HASH_ALGO: u64 = 0x666f_6c64_0000_0001;
 
 const fn target_env_id() -> u64 {
     if cfg!(target_env = "gnu") {
@@ -505,11 +511,6 @@ impl Layout {
         shard_off + self.slots_off_in_shard + i * self.slot_size
     }
 
-    /// Offset of the value bytes within a slot.
-    #[inline]
-    pub fn value_in_slot(&self) -> usize {
-        slot::KEY + self.key_cap
-    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,11 @@
 //! Every accessor checks alignment and bounds (one compare, always on), so a bug elsewhere can
 //! at worst panic, never read outside the mapping.
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+
+use crate::layout::{slot, value_offset, SLOT_HEADER};
 
 /// A mapped range of `len` bytes at `base`, 128-byte aligned (mappings are page aligned).
 #[derive(Debug)]
@@ -100,69 +103,201 @@ impl RawRegion {
     /// may be torn by a concurrent writer: validate with the seqlock afterwards.
     #[inline]
     pub(crate) fn read_bytes(&self, off: usize, len: usize, out: &mut Vec<u8>) {
-        let words = self.words(off, len.div_ceil(8));
-        out.reserve(len);
-        let start = out.len();
-        let full = len / 8;
-        let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-        for (i, w) in words[..full].iter().enumerate() {
-            let v = w.load(Ordering::Relaxed);
-            // SAFETY: `reserve(len)` made room for `len` bytes after `start`; `8 * i + 8 <= len`.
-            unsafe { dst.add(8 * i).cast::<u64>().write_unaligned(v) };
-        }
-        let rest = len - 8 * full;
-        if rest > 0 {
-            let v = words[full].load(Ordering::Relaxed).to_ne_bytes();
-            // SAFETY: as above, the last `rest` bytes of the reserved room.
-            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), dst.add(8 * full), rest) };
-        }
-        // SAFETY: all `len` bytes after `start` were initialized above.
-        unsafe { out.set_len(start + len) };
-    }
-
-    /// Fills `dst` from the bytes at `off` (8-aligned), with relaxed atomic loads.
-    #[inline]
-    pub(crate) fn read_into(&self, off: usize, dst: &mut [u8]) {
-        let words = self.words(off, dst.len().div_ceil(8));
-        for (chunk, w) in dst.chunks_mut(8).zip(words) {
-            let v = w.load(Ordering::Relaxed).to_ne_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
+        load_bytes(self.words(off, len.div_ceil(8)), len, out);
     }
 
     /// Writes `src` at `off` (8-aligned) with relaxed atomic stores, zero-padding the last word.
     #[inline]
     pub(crate) fn write_bytes(&self, off: usize, src: &[u8]) {
-        let words = self.words(off, src.len().div_ceil(8));
-        let (chunks, tail) = src.as_chunks::<8>();
-        for (w, c) in words.iter().zip(chunks) {
-            w.store(u64::from_ne_bytes(*c), Ordering::Relaxed);
-        }
-        if !tail.is_empty() {
-            words[chunks.len()].store(tail_word(tail), Ordering::Relaxed);
-        }
+        store_bytes(self.words(off, src.len().div_ceil(8)), src);
     }
 
-    /// Copies `n` 8-byte words from `src` to `dst` within the region (relaxed atomics).
-    pub(crate) fn copy_words(&self, src: usize, dst: usize, n: usize) {
-        let (s, d) = (self.words(src, n), self.words(dst, n));
-        for (a, b) in s.iter().zip(d) {
-            b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-    }
-
-    /// Whether the `key.len()` bytes at `off` equal `key` (relaxed loads; the stored tail is
-    /// zero-padded, as `write_bytes` leaves it, so whole words compare).
+    /// A view of the slot at `off` (8-aligned) with `key_cap` and `val_cap` bytes of key and
+    /// value room (multiples of 8). Bounds are checked once, here.
     #[inline]
-    pub(crate) fn bytes_eq(&self, off: usize, key: &[u8]) -> bool {
-        let words = self.words(off, key.len().div_ceil(8));
-        let (chunks, tail) = key.as_chunks::<8>();
-        for (w, c) in words.iter().zip(chunks) {
-            if w.load(Ordering::Relaxed) != u64::from_ne_bytes(*c) {
-                return false;
-            }
+    pub(crate) fn slot(&self, off: usize, key_cap: usize, val_cap: usize) -> SlotView<'_> {
+        assert!(key_cap % 8 == 0 && val_cap % 8 == 0, "slot areas must be whole words");
+        let size = SLOT_HEADER
+            .checked_add(key_cap)
+            .and_then(|v| v.checked_add(val_cap))
+            .unwrap_or(usize::MAX);
+        self.check(off, size, 8);
+        SlotView {
+            // SAFETY: `off` is in bounds (checked above), so the pointer is within the mapping
+            // and non-null.
+            base: unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off)) },
+            key_cap,
+            val_cap,
+            _region: PhantomData,
         }
-        tail.is_empty() || words[chunks.len()].load(Ordering::Relaxed) == tail_word(tail)
+    }
+}
+
+/// One slot of the table: its header words, key area and value area, all proven in bounds when
+/// the view was made ([`RawRegion::slot`]), so field access needs no further check.
+#[derive(Clone, Copy)]
+pub(crate) struct SlotView<'a> {
+    base: NonNull<u8>,
+    key_cap: usize,
+    val_cap: usize,
+    _region: PhantomData<&'a RawRegion>,
+}
+
+impl<'a> SlotView<'a> {
+    #[inline(always)]
+    fn u32(&self, field: usize) -> &'a AtomicU32 {
+        debug_assert!(field % 4 == 0 && field + 4 <= SLOT_HEADER);
+        // SAFETY: the view covers SLOT_HEADER bytes at `base` (checked at creation), `base` is
+        // 8-aligned and `field` a 4-aligned header offset; atomics tolerate concurrent writers.
+        unsafe { &*self.base.as_ptr().add(field).cast::<AtomicU32>() }
+    }
+    #[inline(always)]
+    fn u64(&self, field: usize) -> &'a AtomicU64 {
+        debug_assert!(field % 8 == 0 && field + 8 <= SLOT_HEADER);
+        // SAFETY: as in `u32`, for an 8-aligned header offset.
+        unsafe { &*self.base.as_ptr().add(field).cast::<AtomicU64>() }
+    }
+    #[inline(always)]
+    pub(crate) fn seq(&self) -> &'a AtomicU32 {
+        self.u32(slot::SEQ)
+    }
+    #[inline(always)]
+    pub(crate) fn key_len(&self) -> &'a AtomicU32 {
+        self.u32(slot::KEY_LEN)
+    }
+    #[inline(always)]
+    pub(crate) fn val_len(&self) -> &'a AtomicU32 {
+        self.u32(slot::VAL_LEN)
+    }
+    #[inline(always)]
+    pub(crate) fn flags(&self) -> &'a AtomicU32 {
+        self.u32(slot::FLAGS)
+    }
+    #[inline(always)]
+    pub(crate) fn expires(&self) -> &'a AtomicU64 {
+        self.u64(slot::EXPIRES)
+    }
+    /// The words holding the first `len` bytes of the key area (`len` at most the key room).
+    #[inline(always)]
+    pub(crate) fn key_words(&self, len: usize) -> &'a [AtomicU64] {
+        assert!(len <= self.key_cap, "key length beyond the slot's key room");
+        // SAFETY: the key area (key_cap bytes at slot::KEY) is in the view; `len <= key_cap`
+        // and key_cap is a multiple of 8, so ceil(len/8) words fit; 8-aligned.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.as_ptr().add(slot::KEY).cast::<AtomicU64>(),
+                len.div_ceil(8),
+            )
+        }
+    }
+    /// The words holding the first `len` bytes of the value area (`len` at most the room).
+    #[inline(always)]
+    pub(crate) fn value_words(&self, len: usize) -> &'a [AtomicU64] {
+        assert!(len <= self.val_cap, "value length beyond the slot's value room");
+        // SAFETY: the value area (val_cap bytes after the key area) is in the view; as above.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base
+                    .as_ptr()
+                    .add(value_offset(self.key_cap))
+                    .cast::<AtomicU64>(),
+                len.div_ceil(8),
+            )
+        }
+    }
+    /// Room for the value, in bytes.
+    #[inline(always)]
+    pub(crate) fn val_cap(&self) -> usize {
+        self.val_cap
+    }
+}
+
+/// Appends `len` bytes held in `words` to `out` (relaxed atomic loads; may be torn by a
+/// concurrent writer: validate with the seqlock afterwards).
+#[inline]
+pub(crate) fn load_bytes(words: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
+    assert!(len <= words.len() * 8);
+    out.reserve(len);
+    let start = out.len();
+    let full = len / 8;
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    // Four words per iteration: the loads are independent, and the loop overhead is paid once
+    // per 32 bytes (this copy is most of a `get` of a large value).
+    let (quads, singles) = words[..full].as_chunks::<4>();
+    for (q, ws) in quads.iter().enumerate() {
+        let v = [
+            ws[0].load(Ordering::Relaxed),
+            ws[1].load(Ordering::Relaxed),
+            ws[2].load(Ordering::Relaxed),
+            ws[3].load(Ordering::Relaxed),
+        ];
+        // SAFETY: `reserve(len)` made room for `len` bytes after `start`; these 32 bytes end at
+        // 32 * (q + 1) <= 8 * full <= len.
+        unsafe { dst.add(32 * q).cast::<[u64; 4]>().write_unaligned(v) };
+    }
+    for (j, w) in singles.iter().enumerate() {
+        let v = w.load(Ordering::Relaxed);
+        // SAFETY: as above; this word ends at 32 * quads.len() + 8 * (j + 1) <= 8 * full.
+        unsafe { dst.add(32 * quads.len() + 8 * j).cast::<u64>().write_unaligned(v) };
+    }
+    let rest = len - 8 * full;
+    if rest > 0 {
+        let v = words[full].load(Ordering::Relaxed).to_ne_bytes();
+        // SAFETY: as above, the last `rest` bytes of the reserved room.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), dst.add(8 * full), rest) };
+    }
+    // SAFETY: all `len` bytes after `start` were initialized above.
+    unsafe { out.set_len(start + len) };
+}
+
+/// Fills `dst` from `words` (relaxed atomic loads).
+#[inline]
+pub(crate) fn load_into(words: &[AtomicU64], dst: &mut [u8]) {
+    for (chunk, w) in dst.chunks_mut(8).zip(words) {
+        let v = w.load(Ordering::Relaxed).to_ne_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Stores `src` into `words` (relaxed atomic stores), zero-padding the last word.
+#[inline]
+pub(crate) fn store_bytes(words: &[AtomicU64], src: &[u8]) {
+    let (chunks, tail) = src.as_chunks::<8>();
+    let words_full = &words[..chunks.len()];
+    let (wq, ws) = words_full.as_chunks::<4>();
+    let (cq, cs) = chunks.as_chunks::<4>();
+    for (w, c) in wq.iter().zip(cq) {
+        w[0].store(u64::from_ne_bytes(c[0]), Ordering::Relaxed);
+        w[1].store(u64::from_ne_bytes(c[1]), Ordering::Relaxed);
+        w[2].store(u64::from_ne_bytes(c[2]), Ordering::Relaxed);
+        w[3].store(u64::from_ne_bytes(c[3]), Ordering::Relaxed);
+    }
+    for (w, c) in ws.iter().zip(cs) {
+        w.store(u64::from_ne_bytes(*c), Ordering::Relaxed);
+    }
+    if !tail.is_empty() {
+        words[chunks.len()].store(tail_word(tail), Ordering::Relaxed);
+    }
+}
+
+/// Whether `words` hold `key` (the stored tail is zero-padded, as `store_bytes` leaves it, so
+/// whole words compare).
+#[inline]
+pub(crate) fn words_eq(words: &[AtomicU64], key: &[u8]) -> bool {
+    let (chunks, tail) = key.as_chunks::<8>();
+    for (w, c) in words.iter().zip(chunks) {
+        if w.load(Ordering::Relaxed) != u64::from_ne_bytes(*c) {
+            return false;
+        }
+    }
+    tail.is_empty() || words[chunks.len()].load(Ordering::Relaxed) == tail_word(tail)
+}
+
+/// Copies `src` to `dst` word by word (relaxed atomics), up to the shorter of the two.
+#[inline]
+pub(crate) fn copy_words(src: &[AtomicU64], dst: &[AtomicU64]) {
+    for (a, b) in src.iter().zip(dst) {
+        b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 
@@ -203,11 +338,11 @@ mod tests {
             let mut out = Vec::new();
             r.read_bytes(8, len, &mut out);
             assert_eq!(out, src);
-            assert!(r.bytes_eq(8, &src));
+            assert!(words_eq(r.words(8, len.div_ceil(8)), &src));
             if len > 0 {
                 let mut other = src.clone();
                 other[len - 1] ^= 1;
-                assert!(!r.bytes_eq(8, &other));
+                assert!(!words_eq(r.words(8, len.div_ceil(8)), &other));
             }
         }
     }

@@ -24,6 +24,7 @@ pub(crate) struct Inner {
     map: Mapping,
     layout: Layout,
     seed: (u64, u64),
+    hash_key: hash::HashKey,
     lock_timeout: Duration,
     stat_slots: StatSlots,
 }
@@ -38,8 +39,8 @@ impl Inner {
         &self.layout
     }
     #[inline]
-    pub(crate) fn seed(&self) -> (u64, u64) {
-        self.seed
+    pub(crate) fn hash_key(&self) -> &hash::HashKey {
+        &self.hash_key
     }
 
     /// Reads and validates the header of a mapping (each field read once).
@@ -62,6 +63,7 @@ impl Inner {
             lock_timeout: Duration::from_millis(u64::from(l.geo.lock_timeout_ms)),
             layout: l,
             seed,
+            hash_key: hash::HashKey::new(seed),
             map,
             stat_slots: StatSlots::default(),
         })
@@ -100,6 +102,7 @@ impl Inner {
             lock_timeout: Duration::from_millis(u64::from(g.lock_timeout_ms)),
             layout,
             seed,
+            hash_key: hash::HashKey::new(seed),
             map,
             stat_slots: StatSlots::default(),
         })
@@ -450,7 +453,7 @@ impl Store {
     fn place(&self, key: &[u8]) -> Placement {
         let g = &self.inner.layout.geo;
         hash::place(
-            hash::hash(self.inner.seed, key),
+            hash::hash(&self.inner.hash_key, key),
             g.shards,
             g.groups_per_shard,
         )
@@ -925,13 +928,13 @@ impl Store {
             });
         }
         let mut totals = Totals {
-            counters: counter::verify(r, l, self.inner.seed, &mut rep.problems),
+            counters: counter::verify(r, l, &self.inner.hash_key, &mut rep.problems),
             ..Totals::default()
         };
         let now = self.now();
         for s in 0..l.geo.shards as usize {
             match self.shard(s).lock(self.inner.lock_timeout, false) {
-                Ok(lk) => lk.verify(self.inner.seed, &now, &mut rep.problems, &mut totals),
+                Ok(lk) => lk.verify(&self.inner.hash_key, &now, &mut rep.problems, &mut totals),
                 Err(e) => rep.problems.push(Problem {
                     shard: s as u32,
                     slot: None,

@@ -48,7 +48,7 @@ use crate::config::WhenFull;
 use crate::error::{Error, Result};
 use crate::hash::Placement;
 use crate::layout::{rec, shard, slot, Layout, GROUP_WIDTH, MAX_PROBE_GROUPS};
-use crate::raw::RawRegion;
+use crate::raw::{self, RawRegion, SlotView};
 use crate::sync::seqlock;
 use crate::sync::{LockError, MutexGuard, RobustMutex};
 
@@ -208,13 +208,17 @@ impl<'a> Shard<'a> {
     fn group(&self, g: usize) -> &'a AtomicU64 {
         self.r.u64_at(self.l.group_off(self.off, g))
     }
+    /// Slot `i` (checked in bounds once).
     #[inline]
-    fn slot_off(&self, i: usize) -> usize {
-        self.l.slot_off(self.off, i)
+    fn slot(&self, i: usize) -> SlotView<'a> {
+        self.r
+            .slot(self.l.slot_off(self.off, i), self.l.key_cap, self.l.val_cap)
     }
+    /// The shard's scratch slot.
     #[inline]
-    fn seq(&self, i: usize) -> &'a AtomicU32 {
-        self.r.u32_at(self.slot_off(i) + slot::SEQ)
+    fn scratch(&self) -> SlotView<'a> {
+        self.r
+            .slot(self.l.scratch_off(self.off), self.l.key_cap, self.l.val_cap)
     }
     #[inline]
     fn hdr_u32(&self, field: usize) -> &'a AtomicU32 {
@@ -261,7 +265,7 @@ impl<'a> Shard<'a> {
                                 return Ok(Read::Miss);
                             }
                             if self.l.geo.policy == WhenFull::Evict {
-                                let flags = self.r.u32_at(self.slot_off(i) + slot::FLAGS);
+                                let flags = self.slot(i).flags();
                                 if flags.load(Ordering::Relaxed) & slot::FLAG_REFERENCED == 0 {
                                     flags.fetch_or(slot::FLAG_REFERENCED, Ordering::Relaxed);
                                 }
@@ -287,8 +291,8 @@ impl<'a> Shard<'a> {
     /// Seqlock read of slot `i`: is it `key` (with control byte `tag`), and if so its value.
     #[inline]
     fn read_slot(&self, i: usize, key: &[u8], tag: u8, out: &mut Vec<u8>) -> Result<SlotRead> {
-        let so = self.slot_off(i);
-        let seq = self.seq(i);
+        let sv = self.slot(i);
+        let seq = sv.seq();
         let Some(s1) = seqlock::read_begin(seq) else {
             return Ok(SlotRead::Unstable);
         };
@@ -299,14 +303,15 @@ impl<'a> Shard<'a> {
                 SlotRead::Unstable
             }
         };
+        // `key.len()` was checked against max_key_len by the caller, so it fits the key room.
         if self.ctrl_of(i, Ordering::Relaxed) != tag
-            || self.r.u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize != key.len()
-            || !self.r.bytes_eq(so + slot::KEY, key)
+            || sv.key_len().load(Ordering::Relaxed) as usize != key.len()
+            || !raw::words_eq(sv.key_words(key.len()), key)
         {
             return Ok(unstable_or(SlotRead::Other));
         }
-        let expires_ms = self.r.u64_at(so + slot::EXPIRES).load(Ordering::Relaxed);
-        let vlen = self.r.u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+        let expires_ms = sv.expires().load(Ordering::Relaxed);
+        let vlen = sv.val_len().load(Ordering::Relaxed) as usize;
         if vlen > self.l.geo.max_value_len as usize {
             return match unstable_or(SlotRead::Other) {
                 SlotRead::Unstable => Ok(SlotRead::Unstable),
@@ -314,7 +319,7 @@ impl<'a> Shard<'a> {
             };
         }
         out.clear();
-        self.r.read_bytes(so + self.l.value_in_slot(), vlen, out);
+        raw::load_bytes(sv.value_words(vlen), vlen, out);
         Ok(unstable_or(SlotRead::Match { expires_ms }))
     }
 
@@ -396,9 +401,6 @@ pub(crate) struct Entry<'e> {
 }
 
 impl<'a> Locked<'a> {
-    fn r(&self) -> &'a RawRegion {
-        self.s.r
-    }
     fn l(&self) -> &'a Layout {
         self.s.l
     }
@@ -441,12 +443,12 @@ impl<'a> Locked<'a> {
             while m != 0 {
                 let i = g * GROUP_WIDTH + ctrl::lowest(m);
                 m &= m - 1;
-                let so = self.s.slot_off(i);
-                if self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize == key.len()
-                    && self.r().bytes_eq(so + slot::KEY, key)
+                let sv = self.s.slot(i);
+                if sv.key_len().load(Ordering::Relaxed) as usize == key.len()
+                    && raw::words_eq(sv.key_words(key.len()), key)
                 {
                     lk.slot = Some(i);
-                    lk.expires_ms = self.r().u64_at(so + slot::EXPIRES).load(Ordering::Relaxed);
+                    lk.expires_ms = sv.expires().load(Ordering::Relaxed);
                     return lk;
                 }
             }
@@ -465,49 +467,45 @@ impl<'a> Locked<'a> {
 
     /// Copies slot `i`'s value into `out` (no concurrent writer: we hold the lock).
     pub(crate) fn read_value(&self, i: usize, out: &mut Vec<u8>) -> Result<()> {
-        let so = self.s.slot_off(i);
-        let vlen = self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+        let sv = self.s.slot(i);
+        let vlen = sv.val_len().load(Ordering::Relaxed) as usize;
         if vlen > self.l().geo.max_value_len as usize {
             return Err(Error::corrupted("slot value length exceeds max_value_len"));
         }
         out.clear();
-        self.r()
-            .read_bytes(so + self.l().value_in_slot(), vlen, out);
+        raw::load_bytes(sv.value_words(vlen), vlen, out);
         Ok(())
     }
 
     /// Length of slot `i`'s value, as stored (callers bound it before reading).
     pub(crate) fn value_len(&self, i: usize) -> usize {
-        let so = self.s.slot_off(i);
-        self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize
+        self.s.slot(i).val_len().load(Ordering::Relaxed) as usize
     }
 
     /// Reads the first `dst.len()` bytes of slot `i`'s value (at most `max_value_len`).
     pub(crate) fn read_small(&self, i: usize, dst: &mut [u8]) {
-        let n = dst.len().min(self.l().val_cap);
-        let so = self.s.slot_off(i);
-        self.r()
-            .read_into(so + self.l().value_in_slot(), &mut dst[..n]);
+        let sv = self.s.slot(i);
+        let n = dst.len().min(sv.val_cap());
+        raw::load_into(sv.value_words(n), &mut dst[..n]);
     }
 
     /// Whether slot `i`'s value equals `v`.
     pub(crate) fn value_eq(&self, i: usize, v: &[u8]) -> bool {
-        let so = self.s.slot_off(i);
-        self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize == v.len()
-            && self.r().bytes_eq(so + self.l().value_in_slot(), v)
+        let sv = self.s.slot(i);
+        sv.val_len().load(Ordering::Relaxed) as usize == v.len()
+            && v.len() <= sv.val_cap()
+            && raw::words_eq(sv.value_words(v.len()), v)
     }
 
-    fn write_fields(&self, so: usize, e: &Entry<'_>) {
-        let r = self.r();
-        r.u32_at(so + slot::KEY_LEN)
-            .store(e.key.len() as u32, Ordering::Relaxed);
-        r.u32_at(so + slot::VAL_LEN)
-            .store(e.value.len() as u32, Ordering::Relaxed);
-        r.u32_at(so + slot::FLAGS).store(0, Ordering::Relaxed);
-        r.u64_at(so + slot::EXPIRES)
-            .store(e.expires_ms, Ordering::Relaxed);
-        r.write_bytes(so + slot::KEY, e.key);
-        r.write_bytes(so + self.l().value_in_slot(), e.value);
+    /// Writes every field of `e` into `sv` (lengths were checked against the limits by the
+    /// caller, so they fit the slot's room).
+    fn write_fields(sv: SlotView<'_>, e: &Entry<'_>) {
+        sv.key_len().store(e.key.len() as u32, Ordering::Relaxed);
+        sv.val_len().store(e.value.len() as u32, Ordering::Relaxed);
+        sv.flags().store(0, Ordering::Relaxed);
+        sv.expires().store(e.expires_ms, Ordering::Relaxed);
+        raw::store_bytes(sv.key_words(e.key.len()), e.key);
+        raw::store_bytes(sv.value_words(e.value.len()), e.value);
     }
 
     /// Puts `e` into free slot `i` and publishes it.
@@ -515,13 +513,13 @@ impl<'a> Locked<'a> {
         let was = self.s.ctrl_of(i, Ordering::Relaxed);
         debug_assert!(!ctrl::is_full(was));
         self.set_touch(Some(i));
-        let seq = self.s.seq(i);
-        let odd = seqlock::write_begin(seq);
-        self.write_fields(self.s.slot_off(i), e);
+        let sv = self.s.slot(i);
+        let odd = seqlock::write_begin(sv.seq());
+        Self::write_fields(sv, e);
         failpoint!("insert.written");
         self.set_ctrl(i, e.tag);
         failpoint!("insert.published");
-        seqlock::write_end(seq, odd);
+        seqlock::write_end(sv.seq(), odd);
         self.set_touch(None);
         self.add_len(shard::LEN, 1);
         if was == ctrl::DELETED {
@@ -532,7 +530,7 @@ impl<'a> Locked<'a> {
     /// Replaces FULL slot `i` with `e`, through the scratch slot and the repair record.
     pub(crate) fn overwrite(&self, i: usize, e: &Entry<'_>) {
         let rs = self.s.hdr_u32(shard::REC_OP);
-        self.write_fields(self.l().scratch_off(self.s.off), e);
+        Self::write_fields(self.s.scratch(), e);
         failpoint!("put.scratch");
         self.s
             .hdr_u32(shard::REC_TARGET)
@@ -543,12 +541,12 @@ impl<'a> Locked<'a> {
         rs.store(rec::REDO_PUT, Ordering::Release); // the commit point
         failpoint!("put.committed");
         self.set_touch(Some(i));
-        let seq = self.s.seq(i);
-        let odd = seqlock::write_begin(seq);
-        self.write_fields(self.s.slot_off(i), e);
+        let sv = self.s.slot(i);
+        let odd = seqlock::write_begin(sv.seq());
+        Self::write_fields(sv, e);
         failpoint!("put.applying");
         self.set_ctrl(i, e.tag);
-        seqlock::write_end(seq, odd);
+        seqlock::write_end(sv.seq(), odd);
         failpoint!("put.published");
         self.set_touch(None);
         rs.store(rec::IDLE, Ordering::Release);
@@ -564,7 +562,7 @@ impl<'a> Locked<'a> {
             ctrl::DELETED
         };
         self.set_touch(Some(i));
-        let seq = self.s.seq(i);
+        let seq = self.s.slot(i).seq();
         let odd = seqlock::write_begin(seq);
         self.set_ctrl(i, b);
         failpoint!("delete.ctrl");
@@ -579,21 +577,17 @@ impl<'a> Locked<'a> {
     /// Changes slot `i`'s expiry.
     pub(crate) fn set_expiry(&self, i: usize, expires_ms: u64) {
         self.set_touch(Some(i));
-        let seq = self.s.seq(i);
+        let sv = self.s.slot(i);
+        let seq = sv.seq();
         let odd = seqlock::write_begin(seq);
-        self.r()
-            .u64_at(self.s.slot_off(i) + slot::EXPIRES)
-            .store(expires_ms, Ordering::Relaxed);
+        sv.expires().store(expires_ms, Ordering::Relaxed);
         failpoint!("expire.stored");
         seqlock::write_end(seq, odd);
         self.set_touch(None);
     }
 
     fn slot_expired(&self, i: usize, now: &LazyNow<'_>) -> bool {
-        let e = self
-            .r()
-            .u64_at(self.s.slot_off(i) + slot::EXPIRES)
-            .load(Ordering::Relaxed);
+        let e = self.s.slot(i).expires().load(Ordering::Relaxed);
         e != 0 && now.get() >= e
     }
 
@@ -646,7 +640,7 @@ impl<'a> Locked<'a> {
                 }
                 first_full.get_or_insert(i);
                 if unreferenced.is_none() {
-                    let flags = self.r().u32_at(self.s.slot_off(i) + slot::FLAGS);
+                    let flags = self.s.slot(i).flags();
                     let f = flags.load(Ordering::Relaxed);
                     if f & slot::FLAG_REFERENCED == 0 {
                         unreferenced = Some(i);
@@ -707,14 +701,14 @@ impl<'a> Locked<'a> {
         let mut found = 0;
         while i < n && found < limit && i - from < max_visit {
             if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && !self.slot_expired(i, now) {
-                let so = self.s.slot_off(i);
-                let klen = self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
+                let sv = self.s.slot(i);
+                let klen = sv.key_len().load(Ordering::Relaxed) as usize;
                 if klen > self.l().geo.max_key_len as usize {
                     return Err(Error::corrupted("slot key length exceeds max_key_len"));
                 }
                 if klen >= prefix.len() {
                     let mut key = Vec::with_capacity(klen);
-                    self.r().read_bytes(so + slot::KEY, klen, &mut key);
+                    raw::load_bytes(sv.key_words(klen), klen, &mut key);
                     if key.starts_with(prefix) {
                         out.push(key);
                         found += 1;
@@ -734,8 +728,8 @@ impl<'a> Locked<'a> {
             if !ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) {
                 continue;
             }
-            let so = self.s.slot_off(i);
-            let klen = self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
+            let sv = self.s.slot(i);
+            let klen = sv.key_len().load(Ordering::Relaxed) as usize;
             if klen > self.l().geo.max_key_len as usize {
                 return Err(Error::corrupted("slot key length exceeds max_key_len"));
             }
@@ -743,7 +737,7 @@ impl<'a> Locked<'a> {
                 continue;
             }
             key.clear();
-            self.r().read_bytes(so + slot::KEY, prefix.len(), &mut key);
+            raw::load_bytes(sv.key_words(prefix.len()), prefix.len(), &mut key);
             if key == prefix {
                 let expired = self.slot_expired(i, now);
                 self.remove(i);
@@ -813,9 +807,9 @@ impl<'a> Locked<'a> {
                     .ok()
                     .filter(|t| ctrl::is_full(*t))
                     .ok_or(Error::corrupted("repair record: invalid tag"))?;
-                let sc = self.l().scratch_off(self.s.off);
-                let klen = self.r().u32_at(sc + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
-                let vlen = self.r().u32_at(sc + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+                let sc = self.s.scratch();
+                let klen = sc.key_len().load(Ordering::Relaxed) as usize;
+                let vlen = sc.val_len().load(Ordering::Relaxed) as usize;
                 if klen > self.l().geo.max_key_len as usize
                     || vlen > self.l().geo.max_value_len as usize
                 {
@@ -824,22 +818,17 @@ impl<'a> Locked<'a> {
                     ));
                 }
                 self.set_touch(Some(target));
-                let dst = self.s.slot_off(target);
-                let seq = self.s.seq(target);
+                let dst = self.s.slot(target);
+                let seq = dst.seq();
                 let odd = seqlock::write_begin(seq);
                 // Header fields after `seq`, then key and value (lengths validated above).
-                let r = self.r();
-                r.u32_at(dst + slot::KEY_LEN)
-                    .store(klen as u32, Ordering::Relaxed);
-                r.u32_at(dst + slot::VAL_LEN)
-                    .store(vlen as u32, Ordering::Relaxed);
-                r.u32_at(dst + slot::FLAGS).store(0, Ordering::Relaxed);
-                let exp = r.u64_at(sc + slot::EXPIRES).load(Ordering::Relaxed);
-                r.u64_at(dst + slot::EXPIRES).store(exp, Ordering::Relaxed);
-                self.r()
-                    .copy_words(sc + slot::KEY, dst + slot::KEY, klen.div_ceil(8));
-                let vo = self.l().value_in_slot();
-                self.r().copy_words(sc + vo, dst + vo, vlen.div_ceil(8));
+                dst.key_len().store(klen as u32, Ordering::Relaxed);
+                dst.val_len().store(vlen as u32, Ordering::Relaxed);
+                dst.flags().store(0, Ordering::Relaxed);
+                dst.expires()
+                    .store(sc.expires().load(Ordering::Relaxed), Ordering::Relaxed);
+                raw::copy_words(sc.key_words(klen), dst.key_words(klen));
+                raw::copy_words(sc.value_words(vlen), dst.value_words(vlen));
                 failpoint!("repair.redone");
                 self.set_ctrl(target, tag);
                 seqlock::write_end(seq, odd);
@@ -853,7 +842,7 @@ impl<'a> Locked<'a> {
             if i >= n {
                 return Err(Error::corrupted("repair record: touched slot out of range"));
             }
-            let seq = self.s.seq(i);
+            let seq = self.s.slot(i).seq();
             let s = seq.load(Ordering::Relaxed);
             if s & 1 == 1 {
                 seqlock::write_end(seq, s);
@@ -886,7 +875,7 @@ impl<'a> Locked<'a> {
     /// Checks every invariant of the shard; appends what is wrong to `problems`.
     pub(crate) fn verify(
         &self,
-        seed: (u64, u64),
+        hash_key: &crate::hash::HashKey,
         now: &LazyNow<'_>,
         problems: &mut Vec<crate::verify::Problem>,
         totals: &mut crate::verify::Totals,
@@ -920,13 +909,12 @@ impl<'a> Locked<'a> {
                 continue;
             }
             full += 1;
-            let so = self.s.slot_off(i);
-            let seq = self.s.seq(i).load(Ordering::Relaxed);
-            if seq & 1 == 1 {
+            let sv = self.s.slot(i);
+            if sv.seq().load(Ordering::Relaxed) & 1 == 1 {
                 push(Some(i), K::SlotMidWrite);
             }
-            let klen = self.r().u32_at(so + slot::KEY_LEN).load(Ordering::Relaxed) as usize;
-            let vlen = self.r().u32_at(so + slot::VAL_LEN).load(Ordering::Relaxed) as usize;
+            let klen = sv.key_len().load(Ordering::Relaxed) as usize;
+            let vlen = sv.val_len().load(Ordering::Relaxed) as usize;
             if klen > self.l().geo.max_key_len as usize {
                 push(Some(i), K::KeyTooLong(klen as u64));
                 continue;
@@ -935,8 +923,8 @@ impl<'a> Locked<'a> {
                 push(Some(i), K::ValueTooLong(vlen as u64));
             }
             key.clear();
-            self.r().read_bytes(so + slot::KEY, klen, &mut key);
-            let h = crate::hash::hash(seed, &key);
+            raw::load_bytes(sv.key_words(klen), klen, &mut key);
+            let h = crate::hash::hash(hash_key, &key);
             let p = crate::hash::place(h, self.l().geo.shards, self.l().geo.groups_per_shard);
             if p.shard != self.s.index {
                 push(Some(i), K::WrongShard);
