@@ -151,6 +151,48 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A key used by a coordination primitive (lock, rate limiter, cache, namespace, worker
+    /// registry) holds a value that primitive did not write: another user of the store wrote
+    /// to the primitive's reserved key space, or the record is from an incompatible version.
+    #[error("key used by a coordination primitive holds a foreign value: {what}")]
+    BadRecord {
+        /// Which record was malformed.
+        what: &'static str,
+    },
+
+    /// An argument to a coordination primitive is out of range (zero limit, zero period, a
+    /// cost larger than the burst, a name that is empty or contains a reserved character).
+    #[error("invalid argument {what}: {reason}")]
+    InvalidArgument {
+        /// The offending argument.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A compare-and-swap loop lost the race this many times in a row (other processes kept
+    /// changing the same record). Nothing was changed; the caller may retry.
+    #[error("gave up after {attempts} compare-and-swap attempts lost to concurrent writers")]
+    Contended {
+        /// How many attempts were made.
+        attempts: u32,
+    },
+
+    /// Every slot of a worker registry is held by a live worker.
+    #[error("all {max} slots of the worker registry are held by live workers")]
+    RegistryFull {
+        /// The registry's number of slots.
+        max: u32,
+    },
+
+    /// A handle tied to one process (a worker registration, a gauge) was used from another
+    /// process, typically a child forked after it was created. Register in the child instead.
+    #[error("handle belongs to process {owner}, not to this process")]
+    NotOwner {
+        /// The process that created the handle.
+        owner: u32,
+    },
 }
 
 /// Why a region was judged incompatible.
