@@ -545,7 +545,11 @@ impl<'a> Locked<'a> {
         let odd = seqlock::write_begin(sv.seq());
         Self::write_fields(sv, e);
         failpoint!("put.applying");
-        self.set_ctrl(i, e.tag);
+        // An update of the same key leaves the control byte as it is: storing it anyway would
+        // invalidate the line in every reader's cache (64 slots share it).
+        if self.s.ctrl_of(i, Ordering::Relaxed) != e.tag {
+            self.set_ctrl(i, e.tag);
+        }
         seqlock::write_end(sv.seq(), odd);
         failpoint!("put.published");
         self.set_touch(None);

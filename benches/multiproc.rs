@@ -1,0 +1,358 @@
+//! Multi-process throughput: a pool of forked worker processes, started together by a flag in
+//! shared memory, each doing `iters` operations; criterion reports aggregate operations per
+//! second. Compared in the same run with the same workload against Redis (one connection per
+//! worker, unix socket) and a master process owning a `HashMap` behind a Unix socket.
+//!
+//! ```text
+//! cargo bench --bench multiproc                      # 1 and 2 worker processes
+//! SHMSTATE_BENCH_PROCS=1,2,4 cargo bench --bench multiproc
+//! cargo bench --bench multiproc -- --test            # smoke
+//! ```
+//!
+//! Workloads (each worker on its own keys unless the name says "hot"):
+//! `read95_uniform` / `read95_zipf` (95% get, 5% set; uniform or Zipf(0.99) key choice),
+//! `write50_uniform` (50% get, 50% set), `hot_key_get` (everyone reads one key),
+//! `hot_key_incr` (everyone increments one key), `counter_add` (everyone adds to one counter).
+//! Worker `w` is pinned to CPU `w % cpus`.
+
+mod support;
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use shmstate::{Config, Store};
+use support::{key16, pin, Coordinator, RedisServer, Rng, SharedPage, Zipf};
+
+const KEYS_PER_WORKER: usize = 10_000;
+const VALUE_LEN: usize = 256;
+const SAMPLES: usize = 1 << 16;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Workload {
+    Read95Uniform,
+    Read95Zipf,
+    Write50Uniform,
+    HotKeyGet,
+    HotKeyIncr,
+    CounterAdd,
+}
+
+const WORKLOADS: [Workload; 6] = [
+    Workload::Read95Uniform,
+    Workload::Read95Zipf,
+    Workload::Write50Uniform,
+    Workload::HotKeyGet,
+    Workload::HotKeyIncr,
+    Workload::CounterAdd,
+];
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Read95Uniform => "read95_uniform",
+            Workload::Read95Zipf => "read95_zipf",
+            Workload::Write50Uniform => "write50_uniform",
+            Workload::HotKeyGet => "hot_key_get",
+            Workload::HotKeyIncr => "hot_key_incr",
+            Workload::CounterAdd => "counter_add",
+        }
+    }
+    /// Percent of operations that write.
+    fn write_pct(self) -> u64 {
+        match self {
+            Workload::Read95Uniform | Workload::Read95Zipf => 5,
+            Workload::Write50Uniform => 50,
+            Workload::HotKeyGet => 0,
+            Workload::HotKeyIncr | Workload::CounterAdd => 100,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    Shm,
+    Redis,
+    Coordinator,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Shm => "shmstate",
+            Backend::Redis => "baseline_redis_unix",
+            Backend::Coordinator => "baseline_coordinator",
+        }
+    }
+}
+
+/// Control words in shared memory: line 0 = start generation, line 1+w = worker w's ready
+/// generation, line 17+w = its done generation.
+struct Control(SharedPage);
+
+impl Control {
+    fn start(&self) -> &std::sync::atomic::AtomicI64 {
+        self.0.word(0)
+    }
+    fn ready(&self, w: usize) -> &std::sync::atomic::AtomicI64 {
+        self.0.word(1 + w)
+    }
+    fn done(&self, w: usize) -> &std::sync::atomic::AtomicI64 {
+        self.0.word(17 + w)
+    }
+}
+
+/// A command to a worker: workload, backend, operations, generation.
+fn encode(w: Workload, b: Backend, ops: u64, gen: i64) -> [u8; 24] {
+    let mut m = [0u8; 24];
+    m[0] = WORKLOADS.iter().position(|x| *x == w).unwrap() as u8;
+    m[1] = b as u8;
+    m[8..16].copy_from_slice(&ops.to_le_bytes());
+    m[16..24].copy_from_slice(&gen.to_le_bytes());
+    m
+}
+
+struct Worker {
+    pid: libc::pid_t,
+    cmd: std::fs::File,
+}
+
+struct Env<'a> {
+    store: &'a Store,
+    redis: Option<&'a RedisServer>,
+    coord: &'a Coordinator,
+}
+
+/// Runs in the forked worker: waits for commands on `cmd`, runs them, reports through `ctl`.
+fn worker_main(w: usize, mut cmd: std::fs::File, ctl: &Control, env: &Env<'_>) {
+    pin(0, w % support::cpus());
+    let own: Vec<[u8; 16]> = (w * KEYS_PER_WORKER..(w + 1) * KEYS_PER_WORKER)
+        .map(key16)
+        .collect();
+    let mut rng = Rng::new(w as u64 + 1);
+    let uniform: Vec<u32> = (0..SAMPLES).map(|_| rng.below(KEYS_PER_WORKER) as u32).collect();
+    let zipf_dist = Zipf::new(KEYS_PER_WORKER, 0.99);
+    let zipf: Vec<u32> = (0..SAMPLES).map(|_| zipf_dist.sample(&mut rng) as u32).collect();
+    let dice: Vec<u8> = (0..SAMPLES).map(|_| (rng.next_u64() % 100) as u8).collect();
+    let value = vec![0x5au8; VALUE_LEN];
+    let hot = key16(999_999_999_999);
+    let counter = env.store.counter("bench.hot").expect("counter");
+    let mut redis = env.redis.map(|r| r.connect_unix().expect("redis connection"));
+    let mut coord = env.coord.connect();
+    let mut buf = Vec::with_capacity(VALUE_LEN);
+    let mut msg = [0u8; 24];
+    loop {
+        if cmd.read_exact(&mut msg).is_err() {
+            return; // the parent is gone
+        }
+        let workload = WORKLOADS[msg[0] as usize];
+        let backend = match msg[1] {
+            0 => Backend::Shm,
+            1 => Backend::Redis,
+            _ => Backend::Coordinator,
+        };
+        let ops = u64::from_le_bytes(msg[8..16].try_into().unwrap());
+        let gen = i64::from_le_bytes(msg[16..24].try_into().unwrap());
+        ctl.ready(w).store(gen, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ctl.start().load(Ordering::Acquire) < gen {
+            std::hint::spin_loop();
+            if Instant::now() > deadline {
+                return;
+            }
+        }
+        let write_pct = workload.write_pct();
+        for n in 0..ops as usize {
+            let s = n & (SAMPLES - 1);
+            let key: &[u8] = match workload {
+                Workload::Read95Uniform | Workload::Write50Uniform => &own[uniform[s] as usize],
+                Workload::Read95Zipf => &own[zipf[s] as usize],
+                _ => &hot,
+            };
+            let write = u64::from(dice[s]) < write_pct;
+            match (backend, workload) {
+                (Backend::Shm, Workload::CounterAdd) => {
+                    black_box(counter.add(1));
+                }
+                (Backend::Shm, Workload::HotKeyIncr) => {
+                    black_box(env.store.incr(key, 1, None).unwrap());
+                }
+                (Backend::Shm, _) if write => env.store.set(key, &value, None).unwrap(),
+                (Backend::Shm, _) => {
+                    black_box(env.store.get_into(key, &mut buf).unwrap());
+                }
+                (Backend::Redis, Workload::HotKeyIncr | Workload::CounterAdd) => {
+                    let c = redis.as_mut().unwrap();
+                    let v: i64 = redis::cmd("INCR").arg(key).query(c).unwrap();
+                    black_box(v);
+                }
+                (Backend::Redis, _) if write => {
+                    let c = redis.as_mut().unwrap();
+                    let _: () = redis::cmd("SET").arg(key).arg(&value[..]).query(c).unwrap();
+                }
+                (Backend::Redis, _) => {
+                    let c = redis.as_mut().unwrap();
+                    let v: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(c).unwrap();
+                    black_box(v);
+                }
+                (Backend::Coordinator, Workload::HotKeyIncr | Workload::CounterAdd) => {
+                    coord.incr(key)
+                }
+                (Backend::Coordinator, _) if write => coord.set(key, &value),
+                (Backend::Coordinator, _) => {
+                    black_box(coord.get(key));
+                }
+            }
+        }
+        ctl.done(w).store(gen, Ordering::Release);
+    }
+}
+
+struct Pool {
+    workers: Vec<Worker>,
+    ctl: Control,
+    gen: i64,
+}
+
+impl Pool {
+    /// Forks `n` workers. Call while the process is single-threaded.
+    fn spawn(n: usize, env: &Env<'_>) -> Pool {
+        assert!(n <= 16);
+        let ctl = Control(SharedPage::new());
+        let mut workers = Vec::new();
+        for w in 0..n {
+            let mut fds = [0; 2];
+            // SAFETY: valid out-array.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: single-threaded at this point; the child runs `worker_main` and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                // SAFETY: closing our copy of the write end; the read end becomes a File we own.
+                unsafe { libc::close(fds[1]) };
+                let cmd = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+                worker_main(w, cmd, &ctl, env);
+                // SAFETY: ends the worker without running the parent's destructors.
+                unsafe { libc::_exit(0) };
+            }
+            // SAFETY: closing the parent's copy of the read end; the write end becomes a File.
+            unsafe { libc::close(fds[0]) };
+            let cmd = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+            workers.push(Worker { pid, cmd });
+        }
+        Pool {
+            workers,
+            ctl,
+            gen: 0,
+        }
+    }
+
+    /// Runs `ops` operations on each of the first `procs` workers at once; returns the time
+    /// from the start flag until the last one finished.
+    fn run(&mut self, procs: usize, w: Workload, b: Backend, ops: u64) -> Duration {
+        self.gen += 1;
+        let gen = self.gen;
+        for wk in &mut self.workers[..procs] {
+            wk.cmd.write_all(&encode(w, b, ops, gen)).expect("worker command");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..procs {
+            while self.ctl.ready(i).load(Ordering::Acquire) < gen {
+                std::thread::sleep(Duration::from_micros(20));
+                assert!(Instant::now() < deadline, "worker {i} never got ready");
+            }
+        }
+        let t0 = Instant::now();
+        self.ctl.start().store(gen, Ordering::Release);
+        for i in 0..procs {
+            while self.ctl.done(i).load(Ordering::Acquire) < gen {
+                std::thread::sleep(Duration::from_micros(20));
+                assert!(Instant::now() < deadline, "worker {i} never finished");
+            }
+        }
+        t0.elapsed()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            // SAFETY: signalling and reaping our own children.
+            unsafe {
+                libc::kill(w.pid, libc::SIGKILL);
+                libc::waitpid(w.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+fn procs_list() -> Vec<usize> {
+    std::env::var("SHMSTATE_BENCH_PROCS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty() && v.iter().all(|&p| (1..=16).contains(&p)))
+        .unwrap_or_else(|| vec![1, 2])
+}
+
+fn main() {
+    let procs = procs_list();
+    let max = *procs.iter().max().unwrap();
+    let store = Store::anonymous(
+        &Config::new()
+            .capacity((max * KEYS_PER_WORKER + 16) as u64 * 2)
+            .max_key_len(16)
+            .max_value_len(VALUE_LEN as u32),
+    )
+    .expect("store");
+    let value = vec![0x5au8; VALUE_LEN];
+    for i in 0..max * KEYS_PER_WORKER {
+        store.set(&key16(i), &value, None).expect("fill");
+    }
+    store.set(&key16(999_999_999_999), b"0", None).expect("hot key");
+    let redis = RedisServer::start();
+    let coord = Coordinator::spawn();
+    {
+        let mut c = coord.connect();
+        for i in 0..max * KEYS_PER_WORKER {
+            c.set(&key16(i), &value);
+        }
+        c.set(&key16(999_999_999_999), b"0");
+    }
+    if let Ok(r) = &redis {
+        let mut c = r.connect_unix().expect("redis");
+        for i in 0..max * KEYS_PER_WORKER {
+            let _: () = redis::cmd("SET").arg(&key16(i)[..]).arg(&value[..]).query(&mut c).expect("SET");
+        }
+        let _: () = redis::cmd("SET").arg(&key16(999_999_999_999)[..]).arg("0").query(&mut c).expect("SET");
+    }
+    if let Err(why) = &redis {
+        println!("skipping the Redis baseline: {why}");
+    }
+    let env = Env {
+        store: &store,
+        redis: redis.as_ref().ok(),
+        coord: &coord,
+    };
+    let mut pool = Pool::spawn(max, &env);
+
+    let mut c = Criterion::default().configure_from_args();
+    for workload in WORKLOADS {
+        let mut g = c.benchmark_group(format!("multiproc_{}", workload.name()));
+        for &p in &procs {
+            g.throughput(Throughput::Elements(p as u64));
+            for backend in [Backend::Shm, Backend::Redis, Backend::Coordinator] {
+                if backend == Backend::Redis && redis.is_err() {
+                    continue;
+                }
+                g.bench_function(BenchmarkId::new(backend.name(), format!("{p}proc")), |b| {
+                    b.iter_custom(|iters| pool.run(p, workload, backend, iters))
+                });
+            }
+        }
+        g.finish();
+    }
+    c.final_summary();
+    drop(pool);
+}
