@@ -245,6 +245,7 @@ impl<'a> Shard<'a> {
 
     /// Lock-free lookup: copies the value into `out` on a hit. Writes nothing shared, except
     /// setting a CLOCK reference bit (only when not already set) under `WhenFull::Evict`.
+    #[inline]
     pub(crate) fn read(
         &self,
         key: &[u8],
