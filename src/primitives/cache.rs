@@ -222,6 +222,28 @@ impl Cache {
     /// value (within [`stale_for`](Cache::stale_for)) or wait for the result (at most
     /// [`wait`](Cache::wait)). The stored entry needs `8 + value.len() <= max_value_len` and
     /// `3 + name.len() + key.len() <= max_key_len` (the store's default is 64).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shmstate::{Cache, CacheError, Config, Store};
+    /// use std::time::Duration;
+    /// let store = Store::anonymous(&Config::new())?;
+    /// let cache = Cache::new(&store, "pages")?
+    ///     .lease(Duration::from_secs(5))       // a stalled renderer is replaced after 5 s
+    ///     .wait(Duration::from_secs(2))        // others wait at most 2 s for its result
+    ///     .stale_for(Duration::from_secs(30)); // or get the old page for 30 s after expiry
+    /// let page = cache.get_or_compute(b"/home", Duration::from_secs(60), || {
+    ///     Ok::<_, std::fmt::Error>(b"<html>...</html>".to_vec()) // render: runs once
+    /// });
+    /// match page {
+    ///     Ok(html) => assert!(html.starts_with(b"<html>")),
+    ///     Err(CacheError::Timeout { .. }) => { /* 503 */ }
+    ///     Err(e) => return Err(e.into()), // a store or render error
+    /// }
+    /// assert_eq!(cache.get(b"/home")?.as_deref(), Some(&b"<html>...</html>"[..]));
+    /// assert!(cache.invalidate(b"/home")?);
+    /// # Ok(()) }
+    /// ```
     pub fn get_or_compute<E, F>(
         &self,
         key: &[u8],

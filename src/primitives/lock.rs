@@ -90,6 +90,14 @@ impl Record {
 
 /// The store key under which the lock `name` keeps its record (for tools and for retiring a
 /// lock name with [`Store::delete`]).
+///
+/// ```
+/// # fn main() -> shmstate::Result<()> {
+/// let store = shmstate::Store::anonymous(&shmstate::Config::new())?;
+/// drop(store.try_lock("old-job", std::time::Duration::from_secs(1))?);
+/// assert!(store.delete(&shmstate::lock_key("old-job"))?); // retire the name
+/// # Ok(()) }
+/// ```
 pub fn lock_key(name: &str) -> Vec<u8> {
     key(tag::LOCK, &[name.as_bytes()])
 }
@@ -113,6 +121,20 @@ pub struct LockHolder {
 ///
 /// The guard is tied to the process that acquired the lock: in a child forked while holding
 /// it, dropping the guard (or calling [`release`](LockGuard::release)) does nothing.
+///
+/// ```
+/// # fn main() -> shmstate::Result<()> {
+/// use std::time::Duration;
+/// let store = shmstate::Store::anonymous(&shmstate::Config::new())?;
+/// let mut g = store.try_lock("compaction", Duration::from_secs(10))?.unwrap();
+/// // Long job: keep the lease alive, and stop if we lost the lock meanwhile.
+/// if !g.extend(Duration::from_secs(10))? {
+///     return Ok(()); // someone took over after our lease expired
+/// }
+/// assert!(g.is_held()? && g.lease_left() > Duration::from_secs(9));
+/// assert!(g.release()?); // true: nobody took it from us
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct LockGuard {

@@ -91,6 +91,18 @@ impl Namespace {
 
     /// The store key under which `k` lives in the current generation, for any other
     /// [`Store`] operation (`incr`, `compare_and_swap`, `expire`, ...).
+    ///
+    /// ```
+    /// # fn main() -> shmstate::Result<()> {
+    /// use shmstate::{Config, Namespace, Store};
+    /// let store = Store::anonymous(&Config::new())?;
+    /// let stats = Namespace::new(&store, "stats")?;
+    /// assert_eq!(store.incr(&stats.key(b"views")?, 1, None)?, 1);
+    /// let g = stats.generation()?;
+    /// assert_eq!(stats.invalidate()?, g + 1);
+    /// assert_eq!(store.incr(&stats.key(b"views")?, 1, None)?, 1); // fresh generation
+    /// # Ok(()) }
+    /// ```
     pub fn key(&self, k: &[u8]) -> Result<Vec<u8>> {
         let g = self.generation()?;
         Ok(key(

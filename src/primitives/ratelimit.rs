@@ -26,6 +26,26 @@ const CAS_ATTEMPTS: u32 = 64;
 
 /// The answer to one rate-limit check: enough for the `Retry-After` and the IETF
 /// `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-Reset` response headers.
+///
+/// ```
+/// # fn main() -> shmstate::Result<()> {
+/// use shmstate::{Config, RateLimiter, Store};
+/// use std::time::Duration;
+/// let store = Store::anonymous(&Config::new())?;
+/// let rl = RateLimiter::gcra(&store, "api", 100, Duration::from_secs(60), 20)?;
+/// let d = rl.check(b"203.0.113.9")?;
+/// let secs = |t: Duration| t.as_secs() + u64::from(t.subsec_nanos() > 0); // round up
+/// let mut headers = vec![
+///     ("RateLimit-Limit", d.limit.to_string()),
+///     ("RateLimit-Remaining", d.remaining.to_string()),
+///     ("RateLimit-Reset", secs(d.reset_after).to_string()),
+/// ];
+/// if !d.allowed {
+///     headers.push(("Retry-After", secs(d.retry_after).to_string())); // with a 429
+/// }
+/// assert_eq!(headers[1].1, "19");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Decision {
@@ -210,13 +230,35 @@ impl RateLimiter {
         self
     }
 
-    /// Checks and consumes one request for `client`.
+    /// Checks and consumes one request for `client` (see [`Decision`] for the headers).
+    ///
+    /// ```
+    /// # fn main() -> shmstate::Result<()> {
+    /// use shmstate::{Config, RateLimiter, Store};
+    /// let store = Store::anonymous(&Config::new())?;
+    /// let rl = RateLimiter::fixed_window(&store, "a", 1, std::time::Duration::from_secs(9))?;
+    /// assert!(rl.check(b"c")?.allowed);
+    /// assert!(!rl.check(b"c")?.allowed);
+    /// # Ok(()) }
+    /// ```
     pub fn check(&self, client: &[u8]) -> Result<Decision> {
         self.check_n(client, 1)
     }
 
     /// Checks and consumes a request of weight `cost` for `client`. A cost larger than the
     /// limit (or the burst) could never pass and is refused with [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// # fn main() -> shmstate::Result<()> {
+    /// use shmstate::{Config, RateLimiter, Store};
+    /// use std::time::Duration;
+    /// let store = Store::anonymous(&Config::new())?;
+    /// // A byte budget: 1 MB per minute, bursts of 256 KB.
+    /// let rl = RateLimiter::gcra(&store, "egress", 1 << 20, Duration::from_secs(60), 1 << 18)?;
+    /// assert!(rl.check_n(b"tenant-1", 200_000)?.allowed);
+    /// assert!(!rl.check_n(b"tenant-1", 200_000)?.allowed);
+    /// # Ok(()) }
+    /// ```
     pub fn check_n(&self, client: &[u8], cost: u64) -> Result<Decision> {
         positive("cost", cost)?;
         let mut k = Vec::with_capacity(self.prefix.len() + client.len() + 8);

@@ -313,6 +313,21 @@ impl Workers {
 
 /// This process's registration in a [`Workers`] registry. Dropping it deregisters (zeroes the
 /// worker's gauges and frees the slot); a worker that crashes is reaped by the others instead.
+///
+/// ```
+/// # fn main() -> shmstate::Result<()> {
+/// use shmstate::{Config, Store, Workers};
+/// let store = Store::anonymous(&Config::new())?;
+/// let registry = Workers::new(&store, "jobs", 4)?;
+/// let me = registry.register("queue-consumer")?;
+/// let busy = me.gauge("busy")?;
+/// busy.set(1)?;
+/// assert_eq!(registry.list()?[0].label, "queue-consumer");
+/// assert_eq!(registry.reap()?, 0); // no dead workers
+/// assert!(me.deregister()?);
+/// assert_eq!(registry.gauge_total("busy")?, 0);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Worker {
     registry: Workers,
