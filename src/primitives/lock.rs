@@ -419,4 +419,37 @@ mod tests {
         b[4] = 9;
         assert!(matches!(Record::decode(&b), Err(Error::BadRecord { .. })));
     }
+
+    #[test]
+    fn holder_with_reused_pid_is_dead() {
+        // A HELD record naming *our* pid but another start time: the process that held it
+        // exited and its pid was reused (by us). Its 1-hour lease must not block us.
+        let store = Store::anonymous(&crate::Config::new()).unwrap();
+        let me = procinfo::current().unwrap();
+        let ghost = Record {
+            state: HELD,
+            fence: 41,
+            token: 1,
+            expires_ms: Clock::System.now_ms() + 3_600_000,
+            owner: ProcId {
+                start: me.start.wrapping_sub(1),
+                ..me
+            },
+        };
+        store
+            .set(&lock_key("reused"), &ghost.encode(), None)
+            .unwrap();
+        let h = store.lock_holder("reused").unwrap().unwrap();
+        assert!(h.holder_dead && h.pid == me.pid);
+        let g = store
+            .try_lock("reused", Duration::from_secs(1))
+            .unwrap()
+            .expect("dead holder taken over despite its lease");
+        assert_eq!(g.fence(), 42);
+        // A live holder (us, right start time) is respected.
+        assert!(store
+            .try_lock("reused", Duration::from_secs(1))
+            .unwrap()
+            .is_none());
+    }
 }

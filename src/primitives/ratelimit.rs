@@ -340,8 +340,10 @@ impl RateLimiter {
                 |curr: u64| u128::from(prev) * u128::from(w - e) + u128::from(curr) * u128::from(w);
             let cap = u128::from(limit) * u128::from(w);
             let remaining = |curr: u64| (cap.saturating_sub(weighted(curr)) / u128::from(w)) as u64;
+            // Counts recorded in this window weigh on the next one too: the allowance is whole
+            // again at the end of the next window (or of this one if nothing is counted here).
             let reset_after =
-                Duration::from_millis(if curr + cost > 0 { 2 * w - e } else { w - e });
+                |curr: u64| Duration::from_millis(if curr > 0 { 2 * w - e } else { w - e });
             if weighted(curr + cost) > cap {
                 return Ok(Decision {
                     allowed: false,
@@ -350,7 +352,7 @@ impl RateLimiter {
                     retry_after: Duration::from_millis(sliding_retry(
                         prev, curr, cost, limit, w, e,
                     )),
-                    reset_after: Duration::from_millis(if curr > 0 { 2 * w - e } else { w - e }),
+                    reset_after: reset_after(curr),
                 });
             }
             let mut rec = [0u8; 24];
@@ -369,7 +371,7 @@ impl RateLimiter {
                     limit,
                     remaining: remaining(curr + cost),
                     retry_after: Duration::ZERO,
-                    reset_after,
+                    reset_after: reset_after(curr + cost),
                 });
             }
         }

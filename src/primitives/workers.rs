@@ -427,3 +427,47 @@ impl Gauge {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry slot naming our pid with another start time (a dead worker whose pid was
+    /// reused), and one left REAPING by a reaper that died: both are reaped by the next reader,
+    /// and their gauges zeroed.
+    #[test]
+    fn reused_pid_and_dead_reaper_are_reaped() {
+        let store = Store::anonymous(&crate::Config::new().max_counters(16)).unwrap();
+        let reg = Workers::new(&store, "t", 4).unwrap();
+        let me = procinfo::current().unwrap();
+        let ghost = ProcId {
+            start: me.start.wrapping_add(7),
+            ..me
+        };
+        for (slot, state) in [(0u32, LIVE), (1, REAPING)] {
+            let rec = Record {
+                state,
+                token: 9,
+                proc_: ghost,
+                label: "ghost".into(),
+            };
+            store.set(&reg.slot_key(slot), &rec.encode(), None).unwrap();
+            store.counter(&format!("w.t.conns.{slot}")).unwrap().set(10);
+        }
+        let live = reg.register("live").unwrap();
+        assert_eq!(live.slot(), 0, "the reused-pid slot was reaped and reused");
+        live.gauge("conns").unwrap().add(1).unwrap();
+        assert_eq!(reg.gauge_total("conns").unwrap(), 1);
+        assert_eq!(store.counter("w.t.conns.1").unwrap().get(), 0);
+        assert!(
+            !store.contains(&reg.slot_key(1)).unwrap(),
+            "dead reaper's slot freed"
+        );
+        let list = reg.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].pid, list[0].start_time), (me.pid, me.start));
+        // A foreign value in a slot is skipped, never counted, never panics.
+        store.set(&reg.slot_key(2), b"junk", None).unwrap();
+        assert_eq!(reg.list().unwrap().len(), 1);
+    }
+}
