@@ -132,14 +132,20 @@ fn worker_main(w: usize, mut cmd: std::fs::File, ctl: &Control, env: &Env<'_>) {
         .map(key16)
         .collect();
     let mut rng = Rng::new(w as u64 + 1);
-    let uniform: Vec<u32> = (0..SAMPLES).map(|_| rng.below(KEYS_PER_WORKER) as u32).collect();
+    let uniform: Vec<u32> = (0..SAMPLES)
+        .map(|_| rng.below(KEYS_PER_WORKER) as u32)
+        .collect();
     let zipf_dist = Zipf::new(KEYS_PER_WORKER, 0.99);
-    let zipf: Vec<u32> = (0..SAMPLES).map(|_| zipf_dist.sample(&mut rng) as u32).collect();
+    let zipf: Vec<u32> = (0..SAMPLES)
+        .map(|_| zipf_dist.sample(&mut rng) as u32)
+        .collect();
     let dice: Vec<u8> = (0..SAMPLES).map(|_| (rng.next_u64() % 100) as u8).collect();
     let value = vec![0x5au8; VALUE_LEN];
     let hot = key16(999_999_999_999);
     let counter = env.store.counter("bench.hot").expect("counter");
-    let mut redis = env.redis.map(|r| r.connect_unix().expect("redis connection"));
+    let mut redis = env
+        .redis
+        .map(|r| r.connect_unix().expect("redis connection"));
     let mut coord = env.coord.connect();
     let mut buf = Vec::with_capacity(VALUE_LEN);
     let mut msg = [0u8; 24];
@@ -255,7 +261,9 @@ impl Pool {
         self.gen += 1;
         let gen = self.gen;
         for wk in &mut self.workers[..procs] {
-            wk.cmd.write_all(&encode(w, b, ops, gen)).expect("worker command");
+            wk.cmd
+                .write_all(&encode(w, b, ops, gen))
+                .expect("worker command");
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..procs {
@@ -310,7 +318,9 @@ fn main() {
     for i in 0..max * KEYS_PER_WORKER {
         store.set(&key16(i), &value, None).expect("fill");
     }
-    store.set(&key16(999_999_999_999), b"0", None).expect("hot key");
+    store
+        .set(&key16(999_999_999_999), b"0", None)
+        .expect("hot key");
     let redis = RedisServer::start();
     let coord = Coordinator::spawn();
     {
@@ -323,9 +333,17 @@ fn main() {
     if let Ok(r) = &redis {
         let mut c = r.connect_unix().expect("redis");
         for i in 0..max * KEYS_PER_WORKER {
-            let _: () = redis::cmd("SET").arg(&key16(i)[..]).arg(&value[..]).query(&mut c).expect("SET");
+            let _: () = redis::cmd("SET")
+                .arg(&key16(i)[..])
+                .arg(&value[..])
+                .query(&mut c)
+                .expect("SET");
         }
-        let _: () = redis::cmd("SET").arg(&key16(999_999_999_999)[..]).arg("0").query(&mut c).expect("SET");
+        let _: () = redis::cmd("SET")
+            .arg(&key16(999_999_999_999)[..])
+            .arg("0")
+            .query(&mut c)
+            .expect("SET");
     }
     if let Err(why) = &redis {
         println!("skipping the Redis baseline: {why}");

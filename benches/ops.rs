@@ -108,7 +108,15 @@ fn table_group(c: &mut Criterion, name: &str, t: &Tables, writes: bool, baseline
     }
     if baselines {
         g.bench_function("baseline_mutex_hashmap_get_ref", |b| {
-            b.iter(|| black_box(t.mutex.lock().unwrap().get(&t.keys[next()][..]).map(Vec::len)))
+            b.iter(|| {
+                black_box(
+                    t.mutex
+                        .lock()
+                        .unwrap()
+                        .get(&t.keys[next()][..])
+                        .map(Vec::len),
+                )
+            })
         });
         g.bench_function("baseline_mutex_hashmap_get_copy", |b| {
             b.iter(|| {
@@ -204,7 +212,11 @@ fn remote(c: &mut Criterion, coord: &Coordinator, redis: Result<&RedisServer, &s
             let mut unix = server.connect_unix().expect("redis unix connection");
             let mut tcp = server.connect_tcp().expect("redis tcp connection");
             for k in &keys {
-                let _: () = redis::cmd("SET").arg(&k[..]).arg(&value[..]).query(&mut unix).expect("SET");
+                let _: () = redis::cmd("SET")
+                    .arg(&k[..])
+                    .arg(&value[..])
+                    .query(&mut unix)
+                    .expect("SET");
             }
             for &(place, cpu) in placements {
                 pin(server.pid(), cpu);
@@ -235,7 +247,10 @@ fn remote(c: &mut Criterion, coord: &Coordinator, redis: Result<&RedisServer, &s
                 g.bench_function(BenchmarkId::new("baseline_redis_unix_incr", place), |b| {
                     b.iter(|| {
                         i = (i + STEP) % SMALL;
-                        let n: i64 = redis::cmd("INCR").arg(&b"counter"[..]).query(&mut unix).expect("INCR");
+                        let n: i64 = redis::cmd("INCR")
+                            .arg(&b"counter"[..])
+                            .query(&mut unix)
+                            .expect("INCR");
                         black_box(n)
                     })
                 });

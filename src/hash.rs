@@ -58,7 +58,8 @@ pub(crate) fn hash(k: &HashKey, key: &[u8]) -> u64 {
         } else if len >= 4 {
             (r4(key, 0), r4(key, len - 4))
         } else if len > 0 {
-            let v = u64::from(key[0]) << 16 | u64::from(key[len / 2]) << 8 | u64::from(key[len - 1]);
+            let v =
+                u64::from(key[0]) << 16 | u64::from(key[len / 2]) << 8 | u64::from(key[len - 1]);
             (v, 0)
         } else {
             (0, 0)
@@ -146,7 +147,7 @@ mod tests {
         for len in 0..=100 {
             assert!(seen.insert(hash(&k, &buf[..len])), "len {len}");
         }
-        let zeros = vec![0u8; 64];
+        let zeros = [0u8; 64];
         for len in 1..=64 {
             assert!(seen.insert(hash(&k, &zeros[..len])), "zeros len {len}");
         }
@@ -173,7 +174,10 @@ mod tests {
             tags[(p.tag & 0x7f) as usize] += 1;
         }
         // Expected 1000 per shard, sd ~31: allow 6 sd.
-        assert!(per_shard.iter().all(|&c| (810..=1190).contains(&c)), "{per_shard:?}");
+        assert!(
+            per_shard.iter().all(|&c| (810..=1190).contains(&c)),
+            "{per_shard:?}"
+        );
         // Expected 500 per tag, sd ~22: allow 6 sd.
         assert!(tags.iter().all(|&c| (360..=640).contains(&c)), "{tags:?}");
     }

@@ -510,7 +510,6 @@ impl Layout {
         debug_assert!(i < self.slots_per_shard);
         shard_off + self.slots_off_in_shard + i * self.slot_size
     }
-
 }
 
 #[cfg(test)]

@@ -116,7 +116,10 @@ impl RawRegion {
     /// value room (multiples of 8). Bounds are checked once, here.
     #[inline]
     pub(crate) fn slot(&self, off: usize, key_cap: usize, val_cap: usize) -> SlotView<'_> {
-        assert!(key_cap % 8 == 0 && val_cap % 8 == 0, "slot areas must be whole words");
+        assert!(
+            key_cap.is_multiple_of(8) && val_cap.is_multiple_of(8),
+            "slot areas must be whole words"
+        );
         let size = SLOT_HEADER
             .checked_add(key_cap)
             .and_then(|v| v.checked_add(val_cap))
@@ -146,14 +149,14 @@ pub(crate) struct SlotView<'a> {
 impl<'a> SlotView<'a> {
     #[inline(always)]
     fn u32(&self, field: usize) -> &'a AtomicU32 {
-        debug_assert!(field % 4 == 0 && field + 4 <= SLOT_HEADER);
+        debug_assert!(field.is_multiple_of(4) && field + 4 <= SLOT_HEADER);
         // SAFETY: the view covers SLOT_HEADER bytes at `base` (checked at creation), `base` is
         // 8-aligned and `field` a 4-aligned header offset; atomics tolerate concurrent writers.
         unsafe { &*self.base.as_ptr().add(field).cast::<AtomicU32>() }
     }
     #[inline(always)]
     fn u64(&self, field: usize) -> &'a AtomicU64 {
-        debug_assert!(field % 8 == 0 && field + 8 <= SLOT_HEADER);
+        debug_assert!(field.is_multiple_of(8) && field + 8 <= SLOT_HEADER);
         // SAFETY: as in `u32`, for an 8-aligned header offset.
         unsafe { &*self.base.as_ptr().add(field).cast::<AtomicU64>() }
     }
@@ -193,7 +196,10 @@ impl<'a> SlotView<'a> {
     /// The words holding the first `len` bytes of the value area (`len` at most the room).
     #[inline(always)]
     pub(crate) fn value_words(&self, len: usize) -> &'a [AtomicU64] {
-        assert!(len <= self.val_cap, "value length beyond the slot's value room");
+        assert!(
+            len <= self.val_cap,
+            "value length beyond the slot's value room"
+        );
         // SAFETY: the value area (val_cap bytes after the key area) is in the view; as above.
         unsafe {
             std::slice::from_raw_parts(
@@ -238,7 +244,11 @@ pub(crate) fn load_bytes(words: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
     for (j, w) in singles.iter().enumerate() {
         let v = w.load(Ordering::Relaxed);
         // SAFETY: as above; this word ends at 32 * quads.len() + 8 * (j + 1) <= 8 * full.
-        unsafe { dst.add(32 * quads.len() + 8 * j).cast::<u64>().write_unaligned(v) };
+        unsafe {
+            dst.add(32 * quads.len() + 8 * j)
+                .cast::<u64>()
+                .write_unaligned(v)
+        };
     }
     let rest = len - 8 * full;
     if rest > 0 {

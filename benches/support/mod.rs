@@ -35,7 +35,7 @@ impl Rng {
     }
     #[inline]
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -165,13 +165,24 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .arg("--unixsocket")
             .arg(&socket)
-            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("redis-server not runnable ({e}); install it (apt-get install redis-server)"))?;
+            .map_err(|e| {
+                format!(
+                    "redis-server not runnable ({e}); install it (apt-get install redis-server)"
+                )
+            })?;
         let mut server = RedisServer {
             child,
             dir,
@@ -309,7 +320,11 @@ fn serve(listener: UnixListener) {
                     }
                     _ => {
                         let e = m.entry(key.clone()).or_insert_with(|| b"0".to_vec());
-                        let n: i64 = std::str::from_utf8(e).ok().and_then(|s| s.parse().ok()).unwrap_or(0) + 1;
+                        let n: i64 = std::str::from_utf8(e)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0)
+                            + 1;
                         *e = n.to_string().into_bytes();
                         out.push(1);
                         out.extend_from_slice(&(e.len() as u32).to_le_bytes());
@@ -335,8 +350,10 @@ impl CoordClient {
     fn call(&mut self, op: u8, key: &[u8], val: &[u8]) -> Option<&[u8]> {
         self.buf.clear();
         self.buf.push(op);
-        self.buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        self.buf.extend_from_slice(&(val.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(val.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(val);
         self.s.write_all(&self.buf).expect("coordinator write");
