@@ -50,6 +50,10 @@ use socket2::{Domain, Socket, Type};
 
 /// Largest session body.
 const MAX_SESSION_BYTES: usize = 1024;
+/// Counter of workers that reached `listen` (the master waits for all at startup).
+const WORKER_STARTS: &str = "server.worker_starts";
+/// How long the master waits for the first workers to listen.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
 /// How long a worker lets in-flight requests finish after SIGTERM.
 const WORKER_GRACE: Duration = Duration::from_secs(5);
 /// How long the master waits for its workers after SIGTERM before SIGKILL.
@@ -168,6 +172,8 @@ trait Backend: Send + Sync + 'static {
         limit: u64,
         window: Duration,
     ) -> impl Future<Output = Result<Admission, BackendError>> + Send;
+    /// Records that this worker is accepting connections.
+    fn listening(&self);
     /// Metrics in the Prometheus text format.
     fn metrics(&self) -> impl Future<Output = Result<String, BackendError>> + Send;
 }
@@ -178,6 +184,7 @@ struct ShmBackend {
     counter: Counter,
     requests: Counter,
     limited: Counter,
+    starts: Counter,
 }
 
 impl ShmBackend {
@@ -186,6 +193,7 @@ impl ShmBackend {
             counter: store.counter("server.counter")?,
             requests: store.counter("server.requests")?,
             limited: store.counter("server.rate_limited")?,
+            starts: store.counter(WORKER_STARTS)?,
             store,
         })
     }
@@ -239,6 +247,10 @@ impl Backend for ShmBackend {
             Ttl::NoKey | Ttl::NoExpiry => 1,
         };
         Ok(Admission::Limited { retry_after_secs })
+    }
+
+    fn listening(&self) {
+        self.starts.add(1);
     }
 
     async fn metrics(&self) -> Result<String, BackendError> {
@@ -475,6 +487,8 @@ async fn serve<B: Backend>(app: Arc<App<B>>, addr: SocketAddr) -> std::io::Resul
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let listener = tokio::net::TcpListener::from_std(reuseport_socket(addr, true)?.into())?;
+    // Tell the master this worker accepts connections (it waits for all before saying so).
+    app.backend.listening();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let http = {
         let mut b = hyper::server::conn::http1::Builder::new();
@@ -657,6 +671,21 @@ fn master(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
             pid,
             restarts: Vec::new(),
         });
+    }
+    let starts = store.counter(WORKER_STARTS)?;
+    let deadline = Instant::now() + STARTUP_WAIT;
+    while starts.get() < opts.workers as i64
+        && Instant::now() < deadline
+        && !STOP.load(Ordering::SeqCst)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if starts.get() < opts.workers as i64 {
+        eprintln!(
+            "server: only {} of {} workers listening after {STARTUP_WAIT:?}",
+            starts.get(),
+            opts.workers
+        );
     }
     say(format_args!(
         "listening on http://{addr} (master pid {}, {} workers)",

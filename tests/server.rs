@@ -81,34 +81,57 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request from source address `from` (any 127.x.y.z works on Linux loopback;
-/// the server rate-limits per source address).
+/// the server rate-limits per source address). Retried (at most 50 times) when the connection
+/// is refused or reset before a response: a worker that was just killed can leave connections
+/// in its accept queue, which the kernel resets.
 fn request(port: u16, from: Ipv4Addr, method: &str, path: &str, body: &str) -> Reply {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::new(IpAddr::V4(from), 0).into())
-        .unwrap();
+    let mut last = None;
+    for _ in 0..50 {
+        match try_request(port, from, method, path, body) {
+            Ok(r) => return r,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{method} {path}: {last:?}");
+}
+
+fn try_request(
+    port: u16,
+    from: Ipv4Addr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<Reply> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(IpAddr::V4(from), 0).into())?;
     let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-    s.connect_timeout(&to.into(), Duration::from_secs(5))
-        .unwrap();
+    s.connect_timeout(&to.into(), Duration::from_secs(5))?;
     let mut tcp: TcpStream = s.into();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
     write!(
         tcp,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     let mut raw = String::new();
-    tcp.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a full response");
+    tcp.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no full response"))?;
     let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    Reply {
-        status: status_line.split(' ').nth(1).unwrap().parse().unwrap(),
+    Ok(Reply {
+        status: status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| bad("bad status line"))?,
         headers: headers.replace("\r\n", "\n"),
         body: body.to_owned(),
-    }
+    })
 }
 
 fn alive(pid: i32) -> bool {
