@@ -5,34 +5,10 @@
 //! `_total`, sizes in bytes, label values escaped (`\\`, `\"`, `\n`). Serve it with the content
 //! type [`PROMETHEUS_CONTENT_TYPE`].
 //!
-//! | family | type | what |
-//! |---|---|---|
-//! | `shmstate_entries` | gauge | entries stored, including expired ones not yet reclaimed |
-//! | `shmstate_capacity` | gauge | configured capacity (entries) |
-//! | `shmstate_fill_ratio` | gauge | `entries / capacity` |
-//! | `shmstate_slots` | gauge | slots in the table (capacity plus headroom) |
-//! | `shmstate_tombstones` | gauge | deleted slots that still lengthen lookups |
-//! | `shmstate_region_bytes` | gauge | size of the mapped region |
-//! | `shmstate_lookups_total{result="hit"\|"miss"}` | counter | lock-free lookups |
-//! | `shmstate_sets_total` | counter | writes that stored a value |
-//! | `shmstate_deletes_total` | counter | entries deleted |
-//! | `shmstate_expirations_total` | counter | expired entries reclaimed |
-//! | `shmstate_evictions_total` | counter | live entries evicted to make room |
-//! | `shmstate_full_refusals_total` | counter | writes refused because the store was full |
-//! | `shmstate_lock_recoveries_total` | counter | shard repairs after a lock holder died |
-//! | `shmstate_lock_contended_total` | counter | lock acquisitions that found the lock taken |
-//! | `shmstate_counters_registered` | gauge | named counters registered |
-//! | `shmstate_counter_value{name="…"}` | gauge | value of each named counter |
-//!
-//! Named counters are exported as gauges, not Prometheus counters: [`Counter::set`] and
-//! [`Counter::swap`] can lower them and they wrap on overflow.
-//!
 //! The statistics are counts since the region was created, summed over all processes, so any
 //! one process (or the `shmstate stats --prometheus` command) can export them for all.
 //!
 //! [fmt]: https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format
-//! [`Counter::set`]: crate::Counter::set
-//! [`Counter::swap`]: crate::Counter::swap
 
 use std::fmt::Write as _;
 
@@ -44,6 +20,34 @@ use crate::store::Store;
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders the store's statistics and every named counter in the Prometheus text format.
+///
+/// Metric families (all prefixed `shmstate_`; counts since the region was created, summed over
+/// all processes):
+///
+/// | family | type | what |
+/// |---|---|---|
+/// | `shmstate_entries` | gauge | entries stored, including expired ones not yet reclaimed |
+/// | `shmstate_capacity` | gauge | configured capacity (entries) |
+/// | `shmstate_fill_ratio` | gauge | `entries / capacity` |
+/// | `shmstate_slots` | gauge | slots in the table (capacity plus headroom) |
+/// | `shmstate_tombstones` | gauge | deleted slots that still lengthen lookups |
+/// | `shmstate_region_bytes` | gauge | size of the mapped region |
+/// | `shmstate_lookups_total{result="hit"\|"miss"}` | counter | lock-free lookups |
+/// | `shmstate_sets_total` | counter | writes that stored a value |
+/// | `shmstate_deletes_total` | counter | entries deleted |
+/// | `shmstate_expirations_total` | counter | expired entries reclaimed |
+/// | `shmstate_evictions_total` | counter | live entries evicted to make room |
+/// | `shmstate_full_refusals_total` | counter | writes refused because the store was full |
+/// | `shmstate_lock_recoveries_total` | counter | shard repairs after a lock holder died |
+/// | `shmstate_lock_contended_total` | counter | lock acquisitions that found the lock taken |
+/// | `shmstate_counters_registered` | gauge | named counters registered |
+/// | `shmstate_counter_value{name="…"}` | gauge | value of each named counter |
+///
+/// Named counters are exported as gauges, not Prometheus counters: [`Counter::set`] and
+/// [`Counter::swap`] can lower them and they wrap on overflow.
+///
+/// [`Counter::set`]: crate::Counter::set
+/// [`Counter::swap`]: crate::Counter::swap
 ///
 /// A snapshot: [`Store::stats`] plus [`Store::counters`]. Fails only if the counter area is
 /// corrupted ([`Error::Corrupted`](crate::Error::Corrupted)).
