@@ -119,6 +119,13 @@ struct Worker {
     cmd: std::fs::File,
 }
 
+/// Each worker writes one byte here when it finishes a run: the parent blocks on the read end
+/// instead of polling, so it takes no CPU from the workers while they run.
+struct DonePipe {
+    read: std::fs::File,
+    write: i32,
+}
+
 struct Env<'a> {
     store: &'a Store,
     redis: Option<&'a RedisServer>,
@@ -126,7 +133,7 @@ struct Env<'a> {
 }
 
 /// Runs in the forked worker: waits for commands on `cmd`, runs them, reports through `ctl`.
-fn worker_main(w: usize, mut cmd: std::fs::File, ctl: &Control, env: &Env<'_>) {
+fn worker_main(w: usize, mut cmd: std::fs::File, done_fd: i32, ctl: &Control, env: &Env<'_>) {
     pin(0, w % support::cpus());
     let own: Vec<[u8; 16]> = (w * KEYS_PER_WORKER..(w + 1) * KEYS_PER_WORKER)
         .map(key16)
@@ -213,11 +220,14 @@ fn worker_main(w: usize, mut cmd: std::fs::File, ctl: &Control, env: &Env<'_>) {
             }
         }
         ctl.done(w).store(gen, Ordering::Release);
+        // SAFETY: writing one byte from a valid buffer to the done pipe we inherited.
+        unsafe { libc::write(done_fd, [1u8].as_ptr().cast(), 1) };
     }
 }
 
 struct Pool {
     workers: Vec<Worker>,
+    done: DonePipe,
     ctl: Control,
     gen: i64,
 }
@@ -227,6 +237,9 @@ impl Pool {
     fn spawn(n: usize, env: &Env<'_>) -> Pool {
         assert!(n <= 16);
         let ctl = Control(SharedPage::new());
+        let mut dfd = [0; 2];
+        // SAFETY: valid out-array.
+        assert_eq!(unsafe { libc::pipe(dfd.as_mut_ptr()) }, 0);
         let mut workers = Vec::new();
         for w in 0..n {
             let mut fds = [0; 2];
@@ -239,7 +252,7 @@ impl Pool {
                 // SAFETY: closing our copy of the write end; the read end becomes a File we own.
                 unsafe { libc::close(fds[1]) };
                 let cmd = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
-                worker_main(w, cmd, &ctl, env);
+                worker_main(w, cmd, dfd[1], &ctl, env);
                 // SAFETY: ends the worker without running the parent's destructors.
                 unsafe { libc::_exit(0) };
             }
@@ -250,6 +263,11 @@ impl Pool {
         }
         Pool {
             workers,
+            done: DonePipe {
+                // SAFETY: the read end is ours alone in the parent.
+                read: unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(dfd[0]) },
+                write: dfd[1],
+            },
             ctl,
             gen: 0,
         }
@@ -274,13 +292,36 @@ impl Pool {
         }
         let t0 = Instant::now();
         self.ctl.start().store(gen, Ordering::Release);
-        for i in 0..procs {
-            while self.ctl.done(i).load(Ordering::Acquire) < gen {
-                std::thread::sleep(Duration::from_micros(20));
-                assert!(Instant::now() < deadline, "worker {i} never finished");
-            }
+        // Block (no polling) until every worker has written its byte.
+        let mut got = 0;
+        let mut buf = [0u8; 16];
+        while got < procs {
+            let mut p = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&self.done.read),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; bounded wait so a dead worker cannot hang the bench.
+            let ready = unsafe { libc::poll(&mut p, 1, 60_000) };
+            assert!(ready == 1, "a worker did not finish within 60 s");
+            let n = self
+                .done
+                .read
+                .read(&mut buf[..procs - got])
+                .expect("done pipe");
+            assert!(n > 0, "workers exited");
+            got += n;
         }
-        t0.elapsed()
+        let elapsed = t0.elapsed();
+        for i in 0..procs {
+            assert_eq!(
+                self.ctl.done(i).load(Ordering::Acquire),
+                gen,
+                "worker {i} out of step"
+            );
+        }
+        let _ = self.done.write;
+        elapsed
     }
 }
 
@@ -358,6 +399,10 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     for workload in WORKLOADS {
         let mut g = c.benchmark_group(format!("multiproc_{}", workload.name()));
+        // Few long samples: every sample pays a start skew (waking the workers' vCPUs), which
+        // short samples turn into a visible error.
+        g.sample_size(10);
+        g.measurement_time(Duration::from_secs(6));
         for &p in &procs {
             g.throughput(Throughput::Elements(p as u64));
             for backend in [Backend::Shm, Backend::Redis, Backend::Coordinator] {

@@ -1,6 +1,8 @@
-//! Single-process cost of the coordination primitives' hot paths. The Redis equivalents
-//! (`SET NX PX` + Lua release, `INCR` + `EXPIRE`, `CL.THROTTLE`, `GET` on a cached key) are
-//! measured by the Redis-baseline harness, next to these names.
+//! Single-process cost of the coordination primitives' hot paths, next to their Redis
+//! equivalents measured in the same run against a real `redis-server` on a unix socket, pinned
+//! to the benchmark's own core (Redis's best placement on this kind of machine):
+//! `SET NX PX` + Lua compare-and-delete, `INCR` + `PEXPIRE NX` in one `MULTI`, a Lua GCRA, and
+//! `GET` of a cached key.
 //!
 //! ```text
 //! cargo bench --bench primitives                 # full run
@@ -10,8 +12,97 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 use shmstate::{Cache, Config, RateLimiter, Store, Workers};
+
+mod support;
+
+use support::{pin, RedisServer};
+
+/// Release a lock only if we still own it (the Redis docs' pattern).
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// GCRA in Lua: ARGV = now_ms, emission interval ms, burst tolerance ms. Returns 1 if allowed.
+const GCRA: &str = "local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1]) \
+local now = tonumber(ARGV[1]) local t = tonumber(ARGV[2]) local tau = tonumber(ARGV[3]) \
+if tat < now then tat = now end \
+if tat - now > tau then return 0 end \
+redis.call('SET', KEYS[1], tat + t, 'PX', tau + t) return 1";
+
+fn redis_equivalents(c: &mut Criterion, server: &RedisServer) {
+    pin(server.pid(), 0);
+    let mut con = server.connect_unix().expect("redis connection");
+    let mut g = c.benchmark_group("primitives_redis");
+    let mut token = 0u64;
+    g.bench_function("try_lock + release", |b| {
+        b.iter(|| {
+            token += 1;
+            let ok: Option<String> = redis::cmd("SET")
+                .arg("lock:bench")
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(30_000)
+                .query(&mut con)
+                .expect("SET NX");
+            let released: i64 = redis::cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg("lock:bench")
+                .arg(token)
+                .query(&mut con)
+                .expect("EVAL");
+            black_box((ok, released))
+        })
+    });
+    g.bench_function("rate limit check: fixed window", |b| {
+        b.iter(|| {
+            let (n, _): (i64, i64) = redis::pipe()
+                .atomic()
+                .cmd("INCR")
+                .arg("rl:10.0.0.1")
+                .cmd("PEXPIRE")
+                .arg("rl:10.0.0.1")
+                .arg(3_600_000)
+                .arg("NX")
+                .query(&mut con)
+                .expect("MULTI");
+            black_box(n)
+        })
+    });
+    g.bench_function("rate limit check: gcra", |b| {
+        b.iter(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let ok: i64 = redis::cmd("EVAL")
+                .arg(GCRA)
+                .arg(1)
+                .arg("gcra:10.0.0.1")
+                .arg(now)
+                .arg(0)
+                .arg(1_000_000)
+                .query(&mut con)
+                .expect("EVAL");
+            black_box(ok)
+        })
+    });
+    let _: () = redis::cmd("SET")
+        .arg("cache:page:1")
+        .arg(vec![0xabu8; 200])
+        .query(&mut con)
+        .expect("SET");
+    g.bench_function("get_or_compute hit", |b| {
+        b.iter(|| {
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg("cache:page:1")
+                .query(&mut con)
+                .expect("GET");
+            black_box(v)
+        })
+    });
+    g.finish();
+}
 
 fn primitives(c: &mut Criterion) {
     let store = Store::anonymous(&Config::new().capacity(10_000).max_counters(64)).unwrap();
@@ -69,5 +160,14 @@ fn primitives(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, primitives);
-criterion_main!(benches);
+fn main() {
+    let redis = RedisServer::start();
+    pin(0, 0);
+    let mut c = Criterion::default().configure_from_args();
+    primitives(&mut c);
+    match &redis {
+        Ok(server) => redis_equivalents(&mut c, server),
+        Err(why) => println!("skipping the Redis equivalents: {why}"),
+    }
+    c.final_summary();
+}

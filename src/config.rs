@@ -130,6 +130,31 @@ impl Config {
         self.capacity
     }
 
+    /// The configured longest key in bytes.
+    pub fn get_max_key_len(&self) -> u32 {
+        self.max_key_len
+    }
+
+    /// The configured longest value in bytes.
+    pub fn get_max_value_len(&self) -> u32 {
+        self.max_value_len
+    }
+
+    /// The configured number of named counters.
+    pub fn get_max_counters(&self) -> u32 {
+        self.max_counters
+    }
+
+    /// The configured full policy.
+    pub fn get_when_full(&self) -> WhenFull {
+        self.when_full
+    }
+
+    /// The configured lock timeout.
+    pub fn get_lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
     /// The number of shards this config will produce.
     pub fn effective_shards(&self) -> u32 {
         match self.shards {

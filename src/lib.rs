@@ -20,6 +20,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`StateBackend`] is one interface over the store and (cargo feature `redis`) a Redis
+//! server, for when the state must be shared by more than one host.
+//!
 //! # Guarantees
 //!
 //! * **A killed worker never blocks or corrupts the others.** Writers hold a robust mutex; when
@@ -62,6 +65,7 @@ macro_rules! failpoint {
     };
 }
 
+mod backend;
 mod clock;
 mod config;
 mod counter;
@@ -80,10 +84,13 @@ mod sync;
 mod table;
 mod verify;
 
+#[cfg(feature = "redis")]
+pub use backend::redis::{RedisBackend, RedisOptions};
+pub use backend::{LockHandle, StateBackend};
 pub use clock::{Clock, ManualClock};
 pub use config::{limits, Config, WhenFull};
 pub use counter::Counter;
-pub use error::{Error, Incompatibility, Result};
+pub use error::{BackendErrorKind, Error, Incompatibility, Result};
 pub use metrics::{prometheus, render_prometheus, PROMETHEUS_CONTENT_TYPE};
 pub use primitives::cache::{Cache, CacheError, CacheStats};
 pub use primitives::lock::{lock_key, LockGuard, LockHolder};
@@ -95,11 +102,17 @@ pub use stats::Stats;
 pub use store::{Store, Ttl};
 pub use verify::{Problem, ProblemKind, Totals, VerifyReport};
 
+/// The region format version this build reads and writes (regions of another version are
+/// refused with [`Incompatibility::Version`]).
+pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
+
 // Handles are shared between threads and cloned freely.
 const _: fn() = || {
     fn assert_shareable<T: Send + Sync + Clone>() {}
     assert_shareable::<Store>();
     assert_shareable::<Counter>();
+    #[cfg(feature = "redis")]
+    assert_shareable::<RedisBackend>();
 };
 
 /// The README's examples, compiled and run as doc tests.

@@ -464,7 +464,7 @@ impl Store {
         Shard::new(self.inner.raw(), &self.inner.layout, i)
     }
 
-    fn lock(&self, p: &Placement) -> Result<Locked<'_>> {
+    fn lock_shard(&self, p: &Placement) -> Result<Locked<'_>> {
         self.shard(p.shard).lock(self.inner.lock_timeout, false)
     }
 
@@ -495,7 +495,7 @@ impl Store {
             Read::Miss => false,
             Read::Contended => {
                 // A slot stayed mid-write: take the lock (which repairs a dead writer's slot).
-                let lk = self.lock(&p)?;
+                let lk = self.lock_shard(&p)?;
                 let l = lk.lookup(key, p);
                 match l.live(&now) {
                     Some(i) => {
@@ -523,7 +523,7 @@ impl Store {
     pub fn ttl(&self, key: &[u8]) -> Result<Ttl> {
         self.check_key(key)?;
         let p = self.place(key);
-        let lk = self.lock(&p)?;
+        let lk = self.lock_shard(&p)?;
         let now = self.now();
         let l = lk.lookup(key, p);
         Ok(match l.live(&now) {
@@ -543,7 +543,7 @@ impl Store {
         let now = self.now();
         let expires_ms = self.expiry(ttl, &now)?;
         let p = self.place(key);
-        let lk = self.lock(&p)?;
+        let lk = self.lock_shard(&p)?;
         let l = lk.lookup(key, p);
         let e = Entry {
             key,
@@ -584,7 +584,7 @@ impl Store {
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         self.check_key(key)?;
         let p = self.place(key);
-        let lk = self.lock(&p)?;
+        let lk = self.lock_shard(&p)?;
         let l = lk.lookup(key, p);
         let live = l.live(&self.now()).is_some();
         match l.slot {
@@ -621,7 +621,7 @@ impl Store {
         let now = self.now();
         let expires_ms = self.expiry(ttl, &now)?;
         let p = self.place(key);
-        let lk = self.lock(&p)?;
+        let lk = self.lock_shard(&p)?;
         let l = lk.lookup(key, p);
         let live = l.live(&now);
         let matches = match (live, expected) {
@@ -670,7 +670,7 @@ impl Store {
         self.check_key(key)?;
         let now = self.now();
         let p = self.place(key);
-        let lk = self.lock(&p)?;
+        let lk = self.lock_shard(&p)?;
         let l = lk.lookup(key, p);
         let mut buf = [0u8; 20];
         match l.live(&now) {
@@ -717,7 +717,7 @@ impl Store {
         let now = self.now();
         let expires_ms = self.expiry(ttl, &now)?;
         let p = self.place(key);
-        let lk = self.lock(&p)?;
+        let lk = self.lock_shard(&p)?;
         let l = lk.lookup(key, p);
         match l.live(&now) {
             Some(i) => {

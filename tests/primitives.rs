@@ -96,7 +96,7 @@ fn lock_wait_times_out_and_sleeps_instead_of_spinning() {
     let _held = s.try_lock("busy", LONG).unwrap().unwrap();
     let (t, cpu) = (Instant::now(), thread_cpu_time());
     let r = s
-        .lock_wait("busy", LONG, Duration::from_millis(200))
+        .lock("busy", LONG, Duration::from_millis(200))
         .unwrap();
     assert!(r.is_none(), "held by a live process with a long lease");
     assert!(
@@ -115,7 +115,7 @@ fn lock_wait_gets_the_lock_when_released() {
     let g = s.try_lock("handoff", LONG).unwrap().unwrap();
     let s2 = s.clone();
     let t = std::thread::spawn(move || {
-        s2.lock_wait("handoff", LONG, Duration::from_secs(5))
+        s2.lock("handoff", LONG, Duration::from_secs(5))
             .unwrap()
             .map(|g| g.fence())
     });

@@ -222,7 +222,7 @@ fn lock_excludes_across_processes() {
                 let mut last_fence = 0;
                 for _ in 0..ROUNDS {
                     let g = s
-                        .lock_wait("shared", LONG, Duration::from_secs(20))
+                        .lock("shared", LONG, Duration::from_secs(20))
                         .unwrap()
                         .expect("lock within 20 s");
                     assert!(g.fence() > last_fence, "fences increase");
@@ -278,7 +278,7 @@ fn lock_holder_sigkilled_is_taken_over() {
         assert!(s.lock_holder("leader").unwrap().unwrap().holder_dead);
         let t = Instant::now();
         let g = s
-            .lock_wait("leader", LONG, Duration::from_secs(5))
+            .lock("leader", LONG, Duration::from_secs(5))
             .unwrap()
             .expect("dead holder taken over");
         assert!(
@@ -321,7 +321,7 @@ fn lock_holder_stalled_past_lease() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child, libc::SIGSTOP) };
     let g = s
-        .lock_wait("job", LONG, Duration::from_secs(5))
+        .lock("job", LONG, Duration::from_secs(5))
         .unwrap()
         .expect("lease expired");
     // SAFETY: signalling our own child.

@@ -333,11 +333,11 @@ impl Store {
     /// let store = shmstate::Store::anonymous(&shmstate::Config::new())?;
     /// let held = store.try_lock("migrate", Duration::from_millis(20))?.unwrap();
     /// std::mem::forget(held); // as if the holder hung: its lease runs out after 20 ms
-    /// let g = store.lock_wait("migrate", Duration::from_secs(5), Duration::from_secs(1))?;
+    /// let g = store.lock("migrate", Duration::from_secs(5), Duration::from_secs(1))?;
     /// assert!(g.expect("taken over after the lease").fence() > 0);
     /// # Ok(()) }
     /// ```
-    pub fn lock_wait(
+    pub fn lock(
         &self,
         name: &str,
         lease: Duration,

@@ -13,20 +13,11 @@ pub struct Limits {
 }
 
 /// Reads the key/value/counter limits out of a `Config`.
-///
-/// `Config` has no getters for these yet, so this reads its `Debug` rendering (compiled with
-/// this same crate, and checked by the unit test below); `None` if that ever changes shape.
 pub fn limits(cfg: &Config) -> Option<Limits> {
-    let dbg = format!("{cfg:?}");
-    let field = |name: &str| -> Option<u64> {
-        let at = dbg.find(&format!("{name}: "))? + name.len() + 2;
-        let digits: String = dbg[at..].chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
     Some(Limits {
-        max_key_len: field("max_key_len")?,
-        max_value_len: field("max_value_len")?,
-        max_counters: field("max_counters")?,
+        max_key_len: u64::from(cfg.get_max_key_len()),
+        max_value_len: u64::from(cfg.get_max_value_len()),
+        max_counters: u64::from(cfg.get_max_counters()),
     })
 }
 
@@ -72,7 +63,8 @@ pub fn info_text(s: &Store, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "region:        {}", origin_text(s.origin()))?;
     writeln!(
         out,
-        "format:        shmstate, compatible with this build (magic, version, layout checked)"
+        "format:        shmstate version {} (magic, version and layout fingerprint checked)",
+        shmstate::FORMAT_VERSION
     )?;
     writeln!(
         out,
