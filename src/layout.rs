@@ -20,13 +20,18 @@
 //! |   144 name [u8; 112]                                        |
 //! +------------------------------------------------------------+
 //! | Per-thread read statistics: STAT_SLOTS (256) x 128 B        |
-//! |   0 owner tid u32   8 hits u64   16 misses u64              |
+//! |   0 owner tid u32   8 hits  16 misses  24 sets  32 deletes  |
+//! |   40 expirations 48 evictions 56 full 64 recoveries         |
+//! |   72 contended (u64 each, written only by the owner)        |
+//! +------------------------------------------------------------+
+//! | Per-thread scratch slots: STAT_SLOTS x slot_size (redo      |
+//! |   copies of overwrites, private to the writing thread)      |
 //! +------------------------------------------------------------+
 //! | Shard 0 .. shards-1, each shard_size bytes:                 |
-//! |   [0,64)    robust pthread mutex                            |
-//! |   [64,80)   repair record: op u32, target u32, tag u32,     |
-//! |             touch u32 (slot being written + 1, or 0)        |
-//! |   [128,256) len, tombstones, writer statistics, sweep (u64) |
+//! |   [0,40)    robust pthread mutex                            |
+//! |   [40,60)   repair record: op, target, tag, touch (slot     |
+//! |             being written + 1, or 0), scratch (which copy)  |
+//! |   [64,88)   len, tombstones, sweep cursor (u64)             |
 //! |   [256, ..) control bytes, one per slot (groups x 8),       |
 //! |             padded to 128                                   |
 //! |   scratch slot (redo copy of an overwrite in progress)      |
@@ -50,7 +55,7 @@ use crate::error::{Error, Incompatibility, Result};
 /// "SHMSTATE".
 pub const MAGIC: [u8; 8] = *b"SHMSTATE";
 /// Bumped on any change of the layout or of the meaning of a field.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Explicit alignment of every section and hot word, independent of the architecture
 /// (two 64-byte lines, because of the adjacent-line prefetcher).
@@ -105,27 +110,31 @@ pub mod stat_slot {
     pub const OWNER: usize = 0;
     pub const HITS: usize = 8;
     pub const MISSES: usize = 16;
+    // Writer statistics, counted by the writing thread in its own slot (no shared line).
+    pub const SETS: usize = 24;
+    pub const DELETES: usize = 32;
+    pub const EXPIRATIONS: usize = 40;
+    pub const EVICTIONS: usize = 48;
+    pub const FULL: usize = 56;
+    pub const RECOVERIES: usize = 64;
+    pub const CONTENDED: usize = 72;
 }
 
 pub const SHARD_HEADER_SIZE: usize = 256;
 pub mod shard {
-    // Line 0: the mutex and the repair record, both touched by every writer.
+    // The first 64-byte cache line: the mutex and the repair record, the only shard-header
+    // bytes an update writes (one line to move between cores per write).
     pub const MUTEX: usize = 0;
-    pub const REC_OP: usize = 64;
-    pub const REC_TARGET: usize = 68;
-    pub const REC_TAG: usize = 72;
-    pub const REC_TOUCH: usize = 76;
-    // Line 1: counts and writer statistics (written only under the lock).
-    pub const LEN: usize = 128;
-    pub const TOMBSTONES: usize = 136;
-    pub const SETS: usize = 144;
-    pub const DELETES: usize = 152;
-    pub const EXPIRATIONS: usize = 160;
-    pub const EVICTIONS: usize = 168;
-    pub const FULL: usize = 176;
-    pub const RECOVERIES: usize = 184;
-    pub const CONTENDED: usize = 192;
-    pub const SWEEP_CURSOR: usize = 200;
+    pub const REC_OP: usize = 40;
+    pub const REC_TARGET: usize = 44;
+    pub const REC_TAG: usize = 48;
+    pub const REC_TOUCH: usize = 52;
+    /// Which scratch slot holds the redo copy: 0 = the shard's own, i = thread scratch i.
+    pub const REC_SCRATCH: usize = 56;
+    // The second line: counts written by inserts and deletes (under the lock).
+    pub const LEN: usize = 64;
+    pub const TOMBSTONES: usize = 72;
+    pub const SWEEP_CURSOR: usize = 80;
     pub const CTRL: usize = super::SHARD_HEADER_SIZE;
 }
 
@@ -219,6 +228,8 @@ pub const FINGERPRINT: u64 = fnv1a(&[
 
 // The mutex must fit in its line, the registry mutex in its line of the header.
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= shard::REC_OP);
+const _: () = assert!(shard::REC_SCRATCH + 4 <= 64);
+const _: () = assert!(stat_slot::CONTENDED + 8 <= STAT_SLOT_SIZE);
 const _: () = assert!(std::mem::align_of::<libc::pthread_mutex_t>() <= 8);
 const _: () = assert!(header::REGISTRY_MUTEX + LINE <= HEADER_SIZE);
 const _: () = assert!(header::CREATOR_PID + 4 <= header::REGISTRY_MUTEX);
@@ -300,6 +311,8 @@ pub struct Layout {
     pub max_entries_per_shard: u64,
     pub counters_off: usize,
     pub stats_off: usize,
+    /// Per-thread scratch slots (index 1.. matches the thread's statistics slot; 0 unused).
+    pub thread_scratch_off: usize,
     pub shards_off: usize,
     pub ctrl_size: usize,
     pub scratch_off_in_shard: usize,
@@ -358,9 +371,14 @@ impl Layout {
             .checked_mul(COUNTER_SIZE)
             .and_then(|v| v.checked_add(counters_off))
             .ok_or_else(too_big)?;
-        let shards_off = (STAT_SLOTS as usize)
+        let thread_scratch_off = (STAT_SLOTS as usize)
             .checked_mul(STAT_SLOT_SIZE)
             .and_then(|v| v.checked_add(stats_off))
+            .ok_or_else(too_big)?;
+        let shards_off = (STAT_SLOTS as usize)
+            .checked_mul(slot_size)
+            .and_then(|v| v.checked_add(thread_scratch_off))
+            .and_then(|v| round_up(v, LINE))
             .ok_or_else(too_big)?;
         let ctrl_size = round_up(slots_per_shard, LINE).ok_or_else(too_big)?;
         let scratch_off_in_shard = SHARD_HEADER_SIZE
@@ -391,6 +409,7 @@ impl Layout {
             max_entries_per_shard,
             counters_off,
             stats_off,
+            thread_scratch_off,
             shards_off,
             ctrl_size,
             scratch_off_in_shard,
@@ -500,6 +519,13 @@ impl Layout {
         shard_off + shard::CTRL + g * GROUP_WIDTH
     }
 
+    /// Offset of thread scratch slot `i` (1 ≤ i < STAT_SLOTS).
+    #[inline]
+    pub fn thread_scratch_slot_off(&self, i: usize) -> usize {
+        debug_assert!(i > 0 && i < STAT_SLOTS as usize);
+        self.thread_scratch_off + i * self.slot_size
+    }
+
     #[inline]
     pub fn scratch_off(&self, shard_off: usize) -> usize {
         shard_off + self.scratch_off_in_shard
@@ -603,7 +629,7 @@ mod tests {
             })
         ));
         for (field, val) in [
-            (header::VERSION, 2u64),
+            (header::VERSION, u64::from(FORMAT_VERSION) + 1),
             (header::FINGERPRINT, 1),
             (header::POLICY, 9),
             (header::SHARDS, 0),

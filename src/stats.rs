@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
-use crate::layout::{stat_slot, Layout, STAT_SLOTS};
+use crate::layout::{rec, shard, stat_slot, Layout, STAT_SLOTS};
 use crate::raw::RawRegion;
 
 static MY_PID: AtomicU32 = AtomicU32::new(0);
@@ -66,15 +66,51 @@ pub(crate) fn pid_alive(id: u32) -> bool {
 struct Cached {
     store: u64,
     gen: u64,
-    off: usize,
-    exclusive: bool,
+    slot: ThreadSlot,
+}
+
+/// The calling thread's statistics slot in one region.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ThreadSlot {
+    /// Offset of the slot.
+    pub off: usize,
+    /// Its index (0 = the shared overflow slot).
+    pub index: u32,
+    /// Owned by this thread alone: plain load+store updates, and its scratch slot is ours.
+    pub exclusive: bool,
+}
+
+impl ThreadSlot {
+    /// Adds one to `field` of this slot.
+    #[inline]
+    pub(crate) fn bump(&self, r: &RawRegion, field: usize) {
+        let w = r.u64_at(self.off + field);
+        if self.exclusive {
+            w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        } else {
+            w.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The thread scratch slot to use for redo copies (0 = the shard's own).
+    #[inline]
+    pub(crate) fn scratch(&self) -> u32 {
+        if self.exclusive {
+            self.index
+        } else {
+            0
+        }
+    }
 }
 
 const NO_ENTRY: Cached = Cached {
     store: 0,
     gen: 0,
-    off: 0,
-    exclusive: false,
+    slot: ThreadSlot {
+        off: 0,
+        index: 0,
+        exclusive: false,
+    },
 };
 const CACHE_WAYS: usize = 4;
 
@@ -101,25 +137,25 @@ impl Default for StatSlots {
 }
 
 impl StatSlots {
-    /// Adds one to `field` of the calling thread's slot.
+    /// The calling thread's slot (claimed on first use).
     #[inline]
-    pub(crate) fn bump(&self, r: &RawRegion, l: &Layout, field: usize) {
+    pub(crate) fn current(&self, r: &RawRegion, l: &Layout) -> ThreadSlot {
         let gen = FORK_GEN.load(Ordering::Relaxed);
         let hit = CACHE.with(|c| {
             c.iter()
                 .map(Cell::get)
                 .find(|e| e.store == self.id && e.gen == gen)
         });
-        let e = match hit {
-            Some(e) => e,
-            None => self.claim(r, l, gen),
-        };
-        let w = r.u64_at(e.off + field);
-        if e.exclusive {
-            w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        } else {
-            w.fetch_add(1, Ordering::Relaxed);
+        match hit {
+            Some(e) => e.slot,
+            None => self.claim(r, l, gen).slot,
         }
+    }
+
+    /// Adds one to `field` of the calling thread's slot.
+    #[inline]
+    pub(crate) fn bump(&self, r: &RawRegion, l: &Layout, field: usize) {
+        self.current(r, l).bump(r, field);
     }
 
     #[cold]
@@ -137,9 +173,13 @@ impl StatSlots {
             });
         }
         if slot.is_none() {
+            // A dead thread's slot, unless a shard's pending redo record still names its
+            // scratch slot (the next locker of that shard needs the copy; only the dead owner
+            // could have written such a record, so the check cannot go stale).
             slot = (1..STAT_SLOTS as usize).find(|&i| {
                 let cur = owner(i).load(Ordering::Relaxed);
                 !pid_alive(cur)
+                    && !scratch_pending(r, l, i as u32)
                     && owner(i)
                         .compare_exchange(cur, tid, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
@@ -154,8 +194,11 @@ impl StatSlots {
         let e = Cached {
             store: self.id,
             gen,
-            off: l.stat_slot_off(slot.unwrap_or(0)),
-            exclusive: slot.is_some(),
+            slot: ThreadSlot {
+                off: l.stat_slot_off(slot.unwrap_or(0)),
+                index: slot.unwrap_or(0) as u32,
+                exclusive: slot.is_some(),
+            },
         };
         let way = NEXT_WAY.with(|w| {
             let v = w.get();
@@ -182,6 +225,15 @@ impl StatSlots {
     }
 }
 
+/// Whether any shard's repair record is a pending redo whose copy is in thread scratch `i`.
+fn scratch_pending(r: &RawRegion, l: &Layout, i: u32) -> bool {
+    (0..l.geo.shards as usize).any(|s| {
+        let off = l.shard_off(s);
+        r.u32_at(off + shard::REC_OP).load(Ordering::Acquire) == rec::REDO_PUT
+            && r.u32_at(off + shard::REC_SCRATCH).load(Ordering::Acquire) == i
+    })
+}
+
 /// Whether thread id `tid` belongs to this process.
 fn thread_in_this_process(tid: u32) -> bool {
     std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
@@ -190,7 +242,7 @@ fn thread_in_this_process(tid: u32) -> bool {
 pub(crate) const HITS: usize = stat_slot::HITS;
 pub(crate) const MISSES: usize = stat_slot::MISSES;
 
-/// Sum of a per-thread statistic over all slots.
+/// Sum of a per-thread statistic (a `stat_slot` field) over all slots.
 pub(crate) fn sum(r: &RawRegion, l: &Layout, field: usize) -> u64 {
     (0..STAT_SLOTS as usize)
         .map(|i| r.u64_at(l.stat_slot_off(i) + field).load(Ordering::Relaxed))

@@ -14,7 +14,7 @@ use crate::hash::{self, Placement};
 use crate::layout::{header, init_state, shard, stat_slot, Geometry, Layout, MAGIC, STAT_SLOTS};
 use crate::raw::RawRegion;
 use crate::region::{self, Mapping, Origin};
-use crate::stats::{self, StatSlots, Stats};
+use crate::stats::{self, StatSlots, Stats, ThreadSlot};
 use crate::sync::RobustMutex;
 use crate::table::{Entry, Locked, Read, Shard, Stat};
 use crate::verify::{Problem, ProblemKind, Totals, VerifyReport};
@@ -128,14 +128,21 @@ impl Inner {
     fn recover_as_sole_user(&self) -> Result<()> {
         let raw = self.raw();
         Self::init_mutexes(raw, &self.layout)?;
-        for i in 1..STAT_SLOTS as usize {
-            raw.u32_at(self.layout.stat_slot_off(i) + stat_slot::OWNER)
-                .store(0, Ordering::Relaxed);
-        }
+        // Repair every shard first (a pending redo may name a dead thread's scratch slot),
+        // counting in the shared overflow slot, then forget the dead threads' slots.
+        let overflow = ThreadSlot {
+            off: self.layout.stat_slot_off(0),
+            index: 0,
+            exclusive: false,
+        };
         for s in 0..self.layout.geo.shards as usize {
             // Locking repairs a busy record; a shard that cannot be repaired reports
             // `Corrupted` on use and in `verify`, and must not stop the others opening.
-            let _ = Shard::new(raw, &self.layout, s).lock(self.lock_timeout, false);
+            let _ = Shard::new(raw, &self.layout, s).lock(self.lock_timeout, false, overflow);
+        }
+        for i in 1..STAT_SLOTS as usize {
+            raw.u32_at(self.layout.stat_slot_off(i) + stat_slot::OWNER)
+                .store(0, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -465,7 +472,16 @@ impl Store {
     }
 
     fn lock_shard(&self, p: &Placement) -> Result<Locked<'_>> {
-        self.shard(p.shard).lock(self.inner.lock_timeout, false)
+        self.lock_index(p.shard, false)
+    }
+
+    /// Locks shard `s` on behalf of the calling thread (see `Shard::lock`).
+    fn lock_index(&self, s: usize, force: bool) -> Result<Locked<'_>> {
+        let ts = self
+            .inner
+            .stat_slots
+            .current(self.inner.raw(), &self.inner.layout);
+        self.shard(s).lock(self.inner.lock_timeout, force, ts)
     }
 
     #[inline]
@@ -734,7 +750,7 @@ impl Store {
     pub fn clear(&self) -> Result<u64> {
         let mut removed = 0;
         for s in 0..self.inner.layout.geo.shards as usize {
-            let lk = self.shard(s).lock(self.inner.lock_timeout, true)?;
+            let lk = self.lock_index(s, true)?;
             removed += lk.clear();
         }
         self.inner
@@ -783,7 +799,7 @@ impl Store {
         let shard = (cursor / per) as usize;
         let from = (cursor % per) as usize;
         let limit = limit.max(1);
-        let lk = self.shard(shard).lock(self.inner.lock_timeout, false)?;
+        let lk = self.lock_index(shard, false)?;
         let next = lk.scan_keys(
             from,
             prefix,
@@ -805,7 +821,7 @@ impl Store {
         }
         let mut removed = 0;
         for s in 0..self.inner.layout.geo.shards as usize {
-            let lk = self.shard(s).lock(self.inner.lock_timeout, false)?;
+            let lk = self.lock_index(s, false)?;
             removed += lk.delete_prefix(prefix, &self.now())?;
         }
         Ok(removed)
@@ -816,7 +832,7 @@ impl Store {
     pub fn flush_expired(&self) -> Result<u64> {
         let mut removed = 0;
         for s in 0..self.inner.layout.geo.shards as usize {
-            let lk = self.shard(s).lock(self.inner.lock_timeout, false)?;
+            let lk = self.lock_index(s, false)?;
             removed += lk.flush_expired(&self.now()) as u64;
         }
         Ok(removed)
@@ -874,14 +890,15 @@ impl Store {
             let sh = self.shard(s);
             st.entries += sh.len();
             st.tombstones += sh.tombstones();
-            st.sets += sh.stat(Stat::Sets);
-            st.deletes += sh.stat(Stat::Deletes);
-            st.expirations += sh.stat(Stat::Expirations);
-            st.evictions += sh.stat(Stat::Evictions);
-            st.full_refusals += sh.stat(Stat::Full);
-            st.lock_recoveries += sh.stat(Stat::Recoveries);
-            st.lock_contended += sh.stat(Stat::Contended);
         }
+        let sum = |f: Stat| stats::sum(r, l, f as usize);
+        st.sets = sum(Stat::Sets);
+        st.deletes = sum(Stat::Deletes);
+        st.expirations = sum(Stat::Expirations);
+        st.evictions = sum(Stat::Evictions);
+        st.full_refusals = sum(Stat::Full);
+        st.lock_recoveries = sum(Stat::Recoveries);
+        st.lock_contended = sum(Stat::Contended);
         st.counters = self.counters().map_or(0, |c| c.len() as u64);
         st
     }
@@ -933,7 +950,7 @@ impl Store {
         };
         let now = self.now();
         for s in 0..l.geo.shards as usize {
-            match self.shard(s).lock(self.inner.lock_timeout, false) {
+            match self.lock_index(s, false) {
                 Ok(lk) => lk.verify(&self.inner.hash_key, &now, &mut rep.problems, &mut totals),
                 Err(e) => rep.problems.push(Problem {
                     shard: s as u32,
@@ -974,6 +991,45 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A dead thread's statistics slot is not handed to another thread while a shard's pending
+    /// redo record still names its scratch slot (the new owner would overwrite the redo copy).
+    #[test]
+    fn pending_scratch_is_not_reclaimed() {
+        let store = Store::anonymous(&Config::new().capacity(100).shards(2)).unwrap();
+        let (r, l) = (store.inner.raw(), &store.inner.layout);
+        let live = std::process::id(); // alive, and no thread of ours has this id but main's
+        let dead = 0x7fff_fff0u32; // no such process
+        let owner = |i: usize| r.u32_at(l.stat_slot_off(i) + stat_slot::OWNER);
+        for i in 1..STAT_SLOTS as usize {
+            owner(i).store(if i == 7 { dead } else { live }, Ordering::Relaxed);
+        }
+        let rec_op = r.u32_at(l.shard_off(1) + shard::REC_OP);
+        let rec_scratch = r.u32_at(l.shard_off(1) + shard::REC_SCRATCH);
+        rec_op.store(crate::layout::rec::REDO_PUT, Ordering::Relaxed);
+        rec_scratch.store(7, Ordering::Relaxed);
+        let claim = || {
+            let s = store.clone();
+            std::thread::spawn(move || s.inner.stat_slots.current(s.inner.raw(), &s.inner.layout))
+                .join()
+                .unwrap()
+        };
+        let t = claim();
+        assert_eq!(
+            (t.index, t.exclusive),
+            (0, false),
+            "slot 7 holds a pending redo copy"
+        );
+        assert_eq!(t.scratch(), 0, "the overflow slot uses the shard's scratch");
+        rec_op.store(crate::layout::rec::IDLE, Ordering::Relaxed);
+        let t = claim();
+        assert_eq!(
+            (t.index, t.exclusive),
+            (7, true),
+            "reclaimed once the redo is done"
+        );
+        assert_eq!(t.scratch(), 7);
+    }
 
     #[test]
     fn ints_parse_like_redis() {

@@ -47,8 +47,11 @@ use crate::clock::LazyNow;
 use crate::config::WhenFull;
 use crate::error::{Error, Result};
 use crate::hash::Placement;
-use crate::layout::{rec, shard, slot, Layout, GROUP_WIDTH, MAX_PROBE_GROUPS};
+use crate::layout::{
+    rec, shard, slot, stat_slot, Layout, GROUP_WIDTH, MAX_PROBE_GROUPS, STAT_SLOTS,
+};
 use crate::raw::{self, RawRegion, SlotView};
+use crate::stats::ThreadSlot;
 use crate::sync::seqlock;
 use crate::sync::{LockError, MutexGuard, RobustMutex};
 
@@ -169,16 +172,16 @@ const READ_RETRIES: u32 = 16;
 /// Slots examined per refused insert by the amortized expiry sweep.
 const SWEEP_BUDGET: usize = 128;
 
-/// Writer statistics kept in the shard header (written only under the lock).
+/// Writer statistics, counted in the writing thread's own statistics slot.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Stat {
-    Sets = shard::SETS as isize,
-    Deletes = shard::DELETES as isize,
-    Expirations = shard::EXPIRATIONS as isize,
-    Evictions = shard::EVICTIONS as isize,
-    Full = shard::FULL as isize,
-    Recoveries = shard::RECOVERIES as isize,
-    Contended = shard::CONTENDED as isize,
+    Sets = stat_slot::SETS as isize,
+    Deletes = stat_slot::DELETES as isize,
+    Expirations = stat_slot::EXPIRATIONS as isize,
+    Evictions = stat_slot::EVICTIONS as isize,
+    Full = stat_slot::FULL as isize,
+    Recoveries = stat_slot::RECOVERIES as isize,
+    Contended = stat_slot::CONTENDED as isize,
 }
 
 /// One shard of a region.
@@ -220,6 +223,15 @@ impl<'a> Shard<'a> {
         self.r
             .slot(self.l.scratch_off(self.off), self.l.key_cap, self.l.val_cap)
     }
+    /// Thread scratch slot `i` (1 ≤ i < STAT_SLOTS).
+    #[inline]
+    fn thread_scratch(&self, i: usize) -> SlotView<'a> {
+        self.r.slot(
+            self.l.thread_scratch_slot_off(i),
+            self.l.key_cap,
+            self.l.val_cap,
+        )
+    }
     #[inline]
     fn hdr_u32(&self, field: usize) -> &'a AtomicU32 {
         self.r.u32_at(self.off + field)
@@ -238,9 +250,6 @@ impl<'a> Shard<'a> {
     }
     pub(crate) fn tombstones(&self) -> u64 {
         self.hdr_u64(shard::TOMBSTONES).load(Ordering::Relaxed)
-    }
-    pub(crate) fn stat(&self, s: Stat) -> u64 {
-        self.hdr_u64(s as usize).load(Ordering::Relaxed)
     }
 
     /// Lock-free lookup: copies the value into `out` on a hit. Writes nothing shared, except
@@ -326,8 +335,14 @@ impl<'a> Shard<'a> {
 
     /// Takes the shard lock, repairing first if the previous holder died (or left the repair
     /// record busy). With `force`, a failed repair does not fail the lock (used by `clear`,
-    /// which rewrites the whole shard).
-    pub(crate) fn lock(&self, timeout: Duration, force: bool) -> Result<Locked<'a>> {
+    /// which rewrites the whole shard). `ts` is the calling thread's statistics slot: writer
+    /// statistics go there, and its scratch slot holds this thread's redo copies.
+    pub(crate) fn lock(
+        &self,
+        timeout: Duration,
+        force: bool,
+        ts: ThreadSlot,
+    ) -> Result<Locked<'a>> {
         let m = RobustMutex::at(self.r, self.off + shard::MUTEX);
         let (mut guard, acq) = m.lock(timeout).map_err(|e| match e {
             LockError::Timeout(d) => Error::LockTimeout {
@@ -338,6 +353,7 @@ impl<'a> Shard<'a> {
         })?;
         let locked = Locked {
             s: *self,
+            ts,
             _guard: None,
         };
         if acq.contended {
@@ -362,6 +378,7 @@ impl<'a> Shard<'a> {
         }
         Ok(Locked {
             s: *self,
+            ts,
             _guard: Some(guard),
         })
     }
@@ -370,6 +387,7 @@ impl<'a> Shard<'a> {
 /// A shard whose lock we hold.
 pub(crate) struct Locked<'a> {
     s: Shard<'a>,
+    ts: ThreadSlot,
     _guard: Option<MutexGuard<'a>>,
 }
 
@@ -407,8 +425,7 @@ impl<'a> Locked<'a> {
     }
 
     pub(crate) fn bump(&self, s: Stat) {
-        let w = self.s.hdr_u64(s as usize);
-        w.store(w.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.ts.bump(self.s.r, s as usize);
     }
     fn add_len(&self, field: usize, delta: i64) {
         let w = self.s.hdr_u64(field);
@@ -531,8 +548,18 @@ impl<'a> Locked<'a> {
     /// Replaces FULL slot `i` with `e`, through the scratch slot and the repair record.
     pub(crate) fn overwrite(&self, i: usize, e: &Entry<'_>) {
         let rs = self.s.hdr_u32(shard::REC_OP);
-        Self::write_fields(self.s.scratch(), e);
+        // The redo copy goes to this thread's own scratch slot when it has one (its cache
+        // lines then never move between cores), else to the shard's.
+        let scratch = self.ts.scratch();
+        let sc = match scratch {
+            0 => self.s.scratch(),
+            i => self.s.thread_scratch(i as usize),
+        };
+        Self::write_fields(sc, e);
         failpoint!("put.scratch");
+        self.s
+            .hdr_u32(shard::REC_SCRATCH)
+            .store(scratch, Ordering::Relaxed);
         self.s
             .hdr_u32(shard::REC_TARGET)
             .store(i as u32, Ordering::Relaxed);
@@ -812,7 +839,15 @@ impl<'a> Locked<'a> {
                     .ok()
                     .filter(|t| ctrl::is_full(*t))
                     .ok_or(Error::corrupted("repair record: invalid tag"))?;
-                let sc = self.s.scratch();
+                let sc = match self.s.hdr_u32(shard::REC_SCRATCH).load(Ordering::Relaxed) {
+                    0 => self.s.scratch(),
+                    i if i < STAT_SLOTS => self.s.thread_scratch(i as usize),
+                    _ => {
+                        return Err(Error::corrupted(
+                            "repair record: scratch index out of range",
+                        ))
+                    }
+                };
                 let klen = sc.key_len().load(Ordering::Relaxed) as usize;
                 let vlen = sc.val_len().load(Ordering::Relaxed) as usize;
                 if klen > self.l().geo.max_key_len as usize

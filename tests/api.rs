@@ -575,7 +575,7 @@ fn bad_files_are_specific_errors() {
         Err(Error::Incompatible {
             reason: Incompatibility::Version {
                 found: 99,
-                expected: 1
+                expected: shmstate::FORMAT_VERSION
             }
         })
     ));
