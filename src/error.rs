@@ -193,6 +193,47 @@ pub enum Error {
         /// The process that created the handle.
         owner: u32,
     },
+
+    /// A networked state backend (the Redis implementation of
+    /// [`StateBackend`](crate::StateBackend)) failed: it could not be reached, the connection
+    /// broke or timed out, or the server answered with an error. When the connection broke
+    /// after a write was sent, whether the write was applied is unknown.
+    #[error("state backend: {op} failed ({kind}): {source}")]
+    Backend {
+        /// What went wrong, for matching (e.g. retry on [`BackendErrorKind::Timeout`]).
+        kind: BackendErrorKind,
+        /// The backend operation that failed (`get`, `compare_and_swap`, `connect`, ...).
+        op: &'static str,
+        /// The client library's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+/// The kind of an [`Error::Backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// The backend's address or options are not valid (a malformed URL).
+    #[error("invalid configuration")]
+    Config,
+    /// No connection could be made (refused, no such socket, authentication failed).
+    #[error("cannot connect")]
+    Connect,
+    /// The server did not answer within the configured I/O timeout. A write may or may not
+    /// have been applied.
+    #[error("timed out")]
+    Timeout,
+    /// The connection broke during the operation. A write may or may not have been applied.
+    #[error("connection lost")]
+    Disconnected,
+    /// The server answered with an error (read-only replica, out of memory, permission
+    /// denied, a key of another type, a failing script).
+    #[error("server error")]
+    Server,
+    /// The server's reply was not of the expected shape.
+    #[error("unexpected reply")]
+    Protocol,
 }
 
 /// Why a region was judged incompatible.
