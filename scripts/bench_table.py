@@ -125,6 +125,30 @@ def multiproc():
             print(f"| {g.removeprefix('multiproc_')} | {procs} | {fmt_ops(s)} | {fmt_ops(r)} | {fmt_ops(c)} | {ratio(s, r)} | {scale} |")
 
 
+def primitives():
+    if not root.joinpath("primitives").exists():
+        return
+    print("\n#### Coordination primitives vs their Redis idioms: ns per call (lower is better)\n")
+    print("| hot path | shmstate | Redis (unix socket, same core) | Redis idiom | speed-up |")
+    print("|---|---:|---:|---|---:|")
+    rows = [
+        ("try_lock + release", "try_lock + release", "`SET NX PX` + Lua compare-and-delete"),
+        ("rate limit: fixed window", "rate limit check_ fixed window", "`MULTI INCR; PEXPIRE NX EXEC`"),
+        ("rate limit: GCRA", "rate limit check_ gcra", "Lua GCRA script"),
+        ("`get_or_compute` hit", "get_or_compute hit", "`GET`"),
+    ]
+    for label, name, idiom in rows:
+        ours = est("primitives", name)
+        theirs = est("primitives_redis", name)
+        if ours is None:
+            continue
+        print(f"| {label} | {fmt_ns(ours)} | {fmt_ns(theirs)} | {idiom} | {ratio(theirs, ours)} |")
+    sl = est("primitives", "rate limit check_ sliding window")
+    if sl is not None:
+        print(f"| rate limit: sliding window | {fmt_ns(sl)} | | | |")
+
+
 single()
 remote()
 multiproc()
+primitives()
