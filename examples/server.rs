@@ -28,10 +28,19 @@
 //!
 //! Options: `--workers N`, `--bind ADDR` (default 127.0.0.1), `--port P` (default 8080, 0 picks
 //! one), `--rate-limit N` requests per `--rate-window SECS` (default 100 per 1 s; 0 disables),
-//! `--session-ttl SECS` (default 1800), `--capacity N` (default 100 000 entries).
+//! `--session-ttl SECS` (default 1800), `--capacity N` (default 100 000 entries),
+//! `--backend shm|redis` (default shm) and `--redis-url URL` (default
+//! `redis://127.0.0.1:6379/`; `unix:///path/to/redis.sock` for a unix socket).
 //!
-//! State access goes through the small [`Backend`] trait: the handlers do not know the store,
-//! so another backend (e.g. Redis, for more than one host) can be slotted in.
+//! State access goes through the small [`Backend`] trait: the handlers do not know the store.
+//! `--backend redis` (built with `--features redis`) keeps the application state (the global
+//! counter, sessions, rate limits) in Redis through the library's `RedisBackend`, so several
+//! hosts can share it; the supervision counters (worker starts and restarts, requests served
+//! by this host) stay in the host's store.
+//!
+//! ```sh
+//! cargo run --release --features redis --example server -- --backend redis --redis-url unix:///run/redis/redis.sock
+//! ```
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,6 +54,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+#[cfg(feature = "redis")]
+use shmstate::StateBackend;
 use shmstate::{Config, Counter, Store, Ttl};
 use socket2::{Domain, Socket, Type};
 
@@ -65,6 +76,9 @@ const SUPERVISE_TICK: Duration = Duration::from_millis(20);
 const CRASH_LIMIT: u32 = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
 const CRASH_BACKOFF: Duration = Duration::from_secs(1);
+/// Threads (and Redis connections) per worker for the Redis backend's blocking calls: the
+/// number of requests a worker can have waiting on Redis at once.
+const BLOCKING_THREADS: usize = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -78,6 +92,17 @@ struct Options {
     rate_window: Duration,
     session_ttl: Duration,
     capacity: u64,
+    backend: BackendChoice,
+}
+
+/// Where the application state lives.
+#[derive(Debug, Clone)]
+enum BackendChoice {
+    /// The store shared by this host's workers.
+    Shm,
+    /// A Redis server at this URL.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Redis(String),
 }
 
 impl Options {
@@ -90,7 +115,10 @@ impl Options {
             rate_window: Duration::from_secs(1),
             session_ttl: Duration::from_secs(1800),
             capacity: 100_000,
+            backend: BackendChoice::Shm,
         };
+        let mut redis_url = "redis://127.0.0.1:6379/".to_owned();
+        let mut use_redis = false;
         let mut args = args.peekable();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -113,16 +141,30 @@ impl Options {
                 "--rate-window" => o.rate_window = Duration::from_secs(num(value()?)?.max(1)),
                 "--session-ttl" => o.session_ttl = Duration::from_secs(num(value()?)?.max(1)),
                 "--capacity" => o.capacity = num(value()?)?,
+                "--backend" => match value()?.as_str() {
+                    "shm" => use_redis = false,
+                    "redis" => use_redis = true,
+                    v => return Err(format!("--backend: {v:?} is neither shm nor redis")),
+                },
+                "--redis-url" => redis_url = value()?,
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown option {other:?}\n{USAGE}")),
             }
+        }
+        if use_redis {
+            if !cfg!(feature = "redis") {
+                return Err("--backend redis: this build has no Redis support \
+                            (build the example with --features redis)"
+                    .to_owned());
+            }
+            o.backend = BackendChoice::Redis(redis_url);
         }
         Ok(o)
     }
 }
 
 const USAGE: &str = "usage: server [--workers N] [--bind ADDR] [--port P] [--rate-limit N] \
-[--rate-window SECS] [--session-ttl SECS] [--capacity N]";
+[--rate-window SECS] [--session-ttl SECS] [--capacity N] [--backend shm|redis] [--redis-url URL]";
 
 // ---------------------------------------------------------------------------------------------
 // State access: everything the handlers need, behind one trait.
@@ -255,6 +297,115 @@ impl Backend for ShmBackend {
 
     async fn metrics(&self) -> Result<String, BackendError> {
         Ok(shmstate::prometheus(&self.store)?)
+    }
+}
+
+/// The Redis backend: the library's `RedisBackend` for the application state, this host's
+/// store for the supervision counters.
+///
+/// `RedisBackend` blocks, so each call runs on tokio's blocking thread pool (at most
+/// [`BLOCKING_THREADS`] per worker), each with its own pooled connection: a worker keeps
+/// that many requests in flight instead of serializing them on one connection.
+#[cfg(feature = "redis")]
+struct RedisStateBackend {
+    redis: shmstate::RedisBackend,
+    store: Store,
+    requests: Counter,
+    limited: Counter,
+    starts: Counter,
+}
+
+/// The Redis name of the global counter.
+#[cfg(feature = "redis")]
+const GLOBAL_COUNTER: &str = "server.counter";
+
+#[cfg(feature = "redis")]
+impl RedisStateBackend {
+    fn new(store: Store, url: &str) -> shmstate::Result<Self> {
+        Ok(RedisStateBackend {
+            redis: shmstate::RedisBackend::with_options(
+                url,
+                shmstate::RedisOptions::new().max_idle(BLOCKING_THREADS),
+            )?,
+            requests: store.counter("server.requests")?,
+            limited: store.counter("server.rate_limited")?,
+            starts: store.counter(WORKER_STARTS)?,
+            store,
+        })
+    }
+
+    /// Runs `f` on the blocking pool.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&shmstate::RedisBackend) -> shmstate::Result<T> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let redis = self.redis.clone();
+        match tokio::task::spawn_blocking(move || f(&redis)).await {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(BackendError(format!("blocking task failed: {e}"))),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Backend for RedisStateBackend {
+    async fn counter_incr(&self) -> Result<i64, BackendError> {
+        self.call(|r| r.counter_add(GLOBAL_COUNTER, 1)).await
+    }
+
+    async fn counter_get(&self) -> Result<i64, BackendError> {
+        self.call(|r| r.counter_get(GLOBAL_COUNTER)).await
+    }
+
+    async fn session_put(
+        &self,
+        id: &str,
+        data: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let (key, data) = (session_key(id), data.to_vec());
+        self.call(move |r| r.add(key.as_bytes(), &data, Some(ttl)))
+            .await
+    }
+
+    async fn session_get(&self, id: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let key = session_key(id);
+        self.call(move |r| r.get(key.as_bytes())).await
+    }
+
+    async fn admit(
+        &self,
+        client: IpAddr,
+        limit: u64,
+        window: Duration,
+    ) -> Result<Admission, BackendError> {
+        self.requests.add(1);
+        let key = client.to_string();
+        let d = self
+            .call(move |r| r.rate_limit(key.as_bytes(), limit, window))
+            .await?;
+        if d.allowed {
+            return Ok(Admission::Allowed);
+        }
+        self.limited.add(1);
+        Ok(Admission::Limited {
+            retry_after_secs: d.retry_after.as_millis().div_ceil(1000).max(1) as u64,
+        })
+    }
+
+    fn listening(&self) {
+        self.starts.add(1);
+    }
+
+    async fn metrics(&self) -> Result<String, BackendError> {
+        let mut m = shmstate::prometheus(&self.store)?;
+        let global = self.call(|r| r.counter_get(GLOBAL_COUNTER)).await?;
+        m.push_str(
+            "# HELP server_global_counter The global counter (POST /counter), kept in Redis.\n\
+             # TYPE server_global_counter gauge\n",
+        );
+        m.push_str(&format!("server_global_counter {global}\n"));
+        Ok(m)
     }
 }
 
@@ -450,33 +601,53 @@ fn reuseport_socket(addr: SocketAddr, listen: bool) -> std::io::Result<Socket> {
 
 /// Runs one worker until SIGTERM/SIGINT; returns the process exit code.
 fn worker(store: Store, opts: Options, addr: SocketAddr) -> i32 {
-    let backend = match ShmBackend::new(store) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("worker {}: {e}", std::process::id());
-            return 1;
-        }
-    };
-    // After the fork: this process has one thread, and the runtime keeps it that way.
+    let me = std::process::id();
+    // After the fork: the runtime serves on this one thread (plus, for the Redis backend,
+    // threads for blocking calls; this process never forks).
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("worker {}: runtime: {e}", std::process::id());
+            eprintln!("worker {me}: runtime: {e}");
             return 1;
         }
     };
-    let app = Arc::new(App {
-        backend,
-        opts,
-        pid: HeaderValue::from(std::process::id()),
-    });
-    match rt.block_on(serve(app, addr)) {
+    fn app<B>(backend: B, opts: &Options) -> Arc<App<B>> {
+        Arc::new(App {
+            backend,
+            opts: opts.clone(),
+            pid: HeaderValue::from(std::process::id()),
+        })
+    }
+    let served = match &opts.backend {
+        BackendChoice::Shm => match ShmBackend::new(store) {
+            Ok(b) => rt.block_on(serve(app(b, &opts), addr)),
+            Err(e) => {
+                eprintln!("worker {me}: {e}");
+                return 1;
+            }
+        },
+        #[cfg(feature = "redis")]
+        BackendChoice::Redis(url) => match RedisStateBackend::new(store, url) {
+            Ok(b) => rt.block_on(serve(app(b, &opts), addr)),
+            Err(e) => {
+                eprintln!("worker {me}: redis at {url}: {e}");
+                return 1;
+            }
+        },
+        #[cfg(not(feature = "redis"))]
+        BackendChoice::Redis(_) => {
+            eprintln!("worker {me}: built without Redis support");
+            return 1;
+        }
+    };
+    match served {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("worker {}: {e}", std::process::id());
+            eprintln!("worker {me}: {e}");
             1
         }
     }
@@ -647,6 +818,12 @@ fn master(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
             .max_value_len(MAX_SESSION_BYTES as u32),
     )?;
     let restarts = store.counter("server.worker_restarts")?;
+    // Fail fast if Redis is unreachable (the connection is closed again before the fork;
+    // every worker opens its own).
+    #[cfg(feature = "redis")]
+    if let BackendChoice::Redis(url) = &opts.backend {
+        drop(shmstate::RedisBackend::connect(url).map_err(|e| format!("redis at {url}: {e}"))?);
+    }
     // Reserve the port (bound, never listening: the kernel hands connections only to the
     // workers' listening sockets). With --port 0 this also picks the port all workers share.
     let reservation = reuseport_socket(SocketAddr::new(opts.bind, opts.port), false)?;
@@ -688,9 +865,13 @@ fn master(opts: Options) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     say(format_args!(
-        "listening on http://{addr} (master pid {}, {} workers)",
+        "listening on http://{addr} (master pid {}, {} workers, {} backend)",
         std::process::id(),
-        opts.workers
+        opts.workers,
+        match opts.backend {
+            BackendChoice::Shm => "shm",
+            BackendChoice::Redis(_) => "redis",
+        }
     ));
 
     // Supervise: restart dead workers until asked to stop.

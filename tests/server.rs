@@ -1,6 +1,7 @@
 //! The pre-fork example server (`examples/server.rs`), run as a real process tree: endpoints
 //! over loopback HTTP/1.1, per-IP rate limiting, a SIGKILLed worker restarted by the master
-//! with all state intact, and SIGTERM shutting everything down. Every wait is bounded.
+//! with all state intact, and SIGTERM shutting everything down. With the `redis` feature, the
+//! same server on `--backend redis` against a real `redis-server`. Every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -10,6 +11,9 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
+
+#[cfg(feature = "redis")]
+mod redis_server;
 
 const LIMIT: u64 = 20;
 
@@ -26,6 +30,9 @@ fn server_binary() -> PathBuf {
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir.ends_with("release") {
         build.arg("--release");
+    }
+    if cfg!(feature = "redis") {
+        build.args(["--features", "redis"]);
     }
     assert!(build.status().expect("run cargo").success());
     let bin = profile_dir.join("examples").join("server");
@@ -139,12 +146,14 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-#[test]
-fn prefork_server_end_to_end() {
-    let mut child = Command::new(server_binary())
+/// Starts the server with two workers, the test's rate limit and `extra` options; returns it
+/// and its port once it listens.
+fn start_server(bin: &std::path::Path, extra: &[&str]) -> (Server, u16) {
+    let mut child = Command::new(bin)
         .args(["--workers", "2", "--port", "0", "--rate-limit"])
         .arg(LIMIT.to_string())
         .args(["--rate-window", "60", "--session-ttl", "600"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -167,6 +176,30 @@ fn prefork_server_end_to_end() {
         .unwrap()
         .parse()
         .unwrap();
+    (server, port)
+}
+
+/// SIGTERMs the master and waits (bounded) for it to exit successfully.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn stop_server(mut server: Server) {
+    let master = server.child.id() as i32;
+    // SAFETY: kill has no memory effects; `master` is the server we started.
+    assert_eq!(unsafe { libc::kill(master, libc::SIGTERM) }, 0);
+    server.wait_line("stopped", Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "master did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn prefork_server_end_to_end() {
+    let (server, port) = start_server(&server_binary(), &[]);
 
     // Each request from its own loopback address, so these stay under the rate limit.
     let mut next_ip = 0u32;
@@ -286,4 +319,76 @@ fn prefork_server_end_to_end() {
         Duration::from_secs(2)
     )
     .is_err());
+}
+
+/// The same server with `--backend redis`: the application state lives in Redis, so a second
+/// server (a new master with a new store, as on another host) sees it.
+#[cfg(feature = "redis")]
+#[test]
+fn prefork_server_on_redis() {
+    let Some(redis) = redis_server::RedisServer::start_or_skip("the Redis-backed server test")
+    else {
+        return;
+    };
+    let bin = server_binary();
+    let url = redis.url();
+    let args = ["--backend", "redis", "--redis-url", url.as_str()];
+    let (server, port) = start_server(&bin, &args);
+    let mut next_ip = 0u32;
+    let mut req = |port: u16, method: &str, path: &str, body: &str| {
+        next_ip += 1;
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 2, 0, 0)) + next_ip);
+        request(port, ip, method, path, body)
+    };
+    for want in 1..=3 {
+        let r = req(port, "POST", "/counter", "");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, format!("{want}\n").as_str())
+        );
+    }
+    let r = req(port, "POST", "/session", "bob's session");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body.split('"').nth(3).unwrap().to_owned();
+    let r = req(port, "GET", &format!("/session/{id}"), "");
+    assert_eq!((r.status, r.body.as_str()), (200, "bob's session"));
+    let r = req(port, "GET", "/metrics", "");
+    assert!(r.body.contains("server_global_counter 3\n"), "{}", r.body);
+    // The state is in Redis, under the documented keys.
+    let mut raw = redis.raw().unwrap();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("shmstate:counter:server.counter")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("3"));
+    // Rate limiting, counted in Redis.
+    let limited = Ipv4Addr::new(127, 0, 0, 3);
+    for _ in 0..LIMIT {
+        assert_eq!(request(port, limited, "GET", "/counter", "").status, 200);
+    }
+    let r = request(port, limited, "GET", "/counter", "");
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    stop_server(server);
+
+    // Another server, as on another host: same counter, same session, same rate limit.
+    let (server, port2) = start_server(&bin, &args);
+    assert_eq!(req(port2, "POST", "/counter", "").body, "4\n");
+    let r = req(port2, "GET", &format!("/session/{id}"), "");
+    assert_eq!((r.status, r.body.as_str()), (200, "bob's session"));
+    assert_eq!(request(port2, limited, "GET", "/counter", "").status, 429);
+    stop_server(server);
+
+    // Redis unreachable: the master refuses to start, with a clear message.
+    drop(raw);
+    drop(redis);
+    let out = Command::new(&bin)
+        .args(["--workers", "1", "--port", "0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("redis at unix://"), "{err}");
 }

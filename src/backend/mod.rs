@@ -6,19 +6,7 @@
 //! than one host, by changing the line that builds the backend. `tests/backend_conformance.rs`
 //! runs one behaviour suite against both implementations.
 //!
-//! # Semantic differences
-//!
-//! The operations mean the same on both sides; these are the differences (the conformance
-//! suite asserts those one host can observe):
-//!
-//! | | [`Store`](crate::Store) | `RedisBackend` |
-//! |---|---|---|
-//! | TTL | wall-clock ms of this host; expiry exact at read time | ms, kept by the server's clock (hosts may disagree); expired keys also vanish in the background |
-//! | sizes | keys up to `max_key_len`, values up to `max_value_len` ([`Error::KeyTooLong`], [`Error::ValueTooLarge`]) | 512 MB each |
-//! | counters | a fixed table of atomics, wrapping on overflow, never deleted | ordinary keys (`INCRBY`), [`Error::Overflow`] instead of wrapping |
-//! | locks | dead holders (by pid and start time) are taken over at once; `extend` after the lease ran out still succeeds if nobody took over; fences start at `now_ms << 16` | a dead holder's lock is free only when its lease ends; `extend` after the lease ran out fails (the key is gone); fences come from an `INCR` key and start at 1 |
-//! | rate limit | windows aligned to multiples of `window` on this host's clock | the window starts with the client's first request, timed by the server |
-//! | errors | the store's errors | the same typed errors (e.g. [`Error::NotAnInteger`]), plus [`Error::Backend`] for network and server failures |
+//! The differences between the two are listed on [`StateBackend`].
 
 use std::time::Duration;
 
@@ -39,8 +27,7 @@ pub(crate) mod redis;
 /// timeouts). Keys and values are arbitrary bytes.
 ///
 /// The trait is object safe: hold a `Box<dyn StateBackend>` or an `Arc<dyn StateBackend>`
-/// and choose the implementation in one line of configuration. See the [module
-/// documentation](self) for where the two implementations differ.
+/// and choose the implementation in one line of configuration.
 ///
 /// ```
 /// use shmstate::{Config, StateBackend, Store, Ttl};
@@ -67,6 +54,21 @@ pub(crate) mod redis;
 /// assert!(d.allowed && d.remaining == 99);
 /// # Ok(()) }
 /// ```
+///
+/// # Where the implementations differ
+///
+/// The operations mean the same on both sides; these are the differences (the conformance
+/// suite asserts those one host can observe):
+///
+/// | | [`Store`](crate::Store) | `RedisBackend` |
+/// |---|---|---|
+/// | TTL | wall-clock ms of this host; expiry exact at read time | ms, kept by the server's clock (so hosts with skewed clocks agree); expired keys also vanish in the background |
+/// | sizes | keys up to `max_key_len`, values up to `max_value_len` ([`Error::KeyTooLong`], [`Error::ValueTooLarge`]) | 512 MB each |
+/// | counters | a fixed table of atomics, wrapping on overflow, never deleted | ordinary keys (`INCRBY`), [`Error::Overflow`] instead of wrapping |
+/// | locks | dead holders (by pid and start time) are taken over at once; `extend` after the lease ran out still succeeds if nobody took over; fences start at `now_ms << 16` | a dead holder's lock is free only when its lease ends; `extend` after the lease ran out fails (the key is gone); fences come from an `INCR` key and start at 1 |
+/// | rate limit | windows aligned to multiples of `window` on this host's clock | the window starts with the client's first request, timed by the server |
+/// | cluster | one host | one server (not a cluster client); each script's keys share one hash slot (hash tag `{name}`), nothing is atomic across slots |
+/// | errors | the store's errors | the same typed errors (e.g. [`Error::NotAnInteger`]), plus [`Error::Backend`] for network and server failures |
 pub trait StateBackend: Send + Sync {
     /// A short name for logs and metrics: `"shm"` or `"redis"`.
     fn backend_name(&self) -> &'static str;

@@ -10,25 +10,7 @@
 //! `INCRBY` (a script would return the count through a Lua number, a double, and lose
 //! precision above 2^53).
 //!
-//! # Keys
-//!
-//! | what | Redis key |
-//! |---|---|
-//! | data key `k` | `<prefix>k` |
-//! | counter `n` | `<prefix>shmstate:counter:n` |
-//! | lock `n` | `<prefix>shmstate:lock:{n}` (value: the owner token), fence `<prefix>shmstate:lock:{n}:fence` |
-//! | rate limit | `<prefix>shmstate:rl:<window ms>:<client>` |
-//!
-//! Every script touches one key, except lock acquisition, whose two keys share the hash tag
-//! `{n}` and so one Redis Cluster slot. (This client talks to one server; it is not a
-//! cluster client.)
-//!
-//! # Connections
-//!
-//! A pool of blocking connections, each with the configured connect and I/O timeouts: an
-//! operation takes an idle connection or opens one, and returns it afterwards unless it
-//! failed at the transport level (a timed-out connection may still carry a late reply). The
-//! pool belongs to the process: a child forked after connecting opens its own connections.
+//! Key layout and connection handling: see [`RedisBackend`].
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -121,6 +103,26 @@ impl RedisOptions {
 /// backend.set(b"k", b"v", None)?;
 /// # Ok(()) }
 /// ```
+///
+/// # Keys
+///
+/// | what | Redis key |
+/// |---|---|
+/// | data key `k` | `<prefix>k` |
+/// | counter `n` | `<prefix>shmstate:counter:n` |
+/// | lock `n` | `<prefix>shmstate:lock:{n}` (value: the owner token), fence `<prefix>shmstate:lock:{n}:fence` |
+/// | rate limit | `<prefix>shmstate:rl:<window ms>:<client>` |
+///
+/// Every script touches one key, except lock acquisition, whose two keys share the hash tag
+/// `{n}` and so one Redis Cluster slot. (This client talks to one server; it is not a
+/// cluster client.)
+///
+/// # Connections
+///
+/// A pool of blocking connections, each with the configured connect and I/O timeouts: an
+/// operation takes an idle connection or opens one, and returns it afterwards unless it
+/// failed at the transport level (a timed-out connection may still carry a late reply). The
+/// pool belongs to the process: a child forked after connecting opens its own connections.
 #[derive(Clone)]
 pub struct RedisBackend {
     shared: Arc<Shared>,
