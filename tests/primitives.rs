@@ -95,9 +95,7 @@ fn lock_wait_times_out_and_sleeps_instead_of_spinning() {
     let s = store();
     let _held = s.try_lock("busy", LONG).unwrap().unwrap();
     let (t, cpu) = (Instant::now(), thread_cpu_time());
-    let r = s
-        .lock("busy", LONG, Duration::from_millis(200))
-        .unwrap();
+    let r = s.lock("busy", LONG, Duration::from_millis(200)).unwrap();
     assert!(r.is_none(), "held by a live process with a long lease");
     assert!(
         t.elapsed() >= Duration::from_millis(200),

@@ -337,12 +337,7 @@ impl Store {
     /// assert!(g.expect("taken over after the lease").fence() > 0);
     /// # Ok(()) }
     /// ```
-    pub fn lock(
-        &self,
-        name: &str,
-        lease: Duration,
-        wait: Duration,
-    ) -> Result<Option<LockGuard>> {
+    pub fn lock(&self, name: &str, lease: Duration, wait: Duration) -> Result<Option<LockGuard>> {
         let key = lock_key_checked(name)?;
         let lease_ms = ms_ceil("lease", lease)?;
         let mut backoff = Backoff::new(wait);
