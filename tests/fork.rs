@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use common::forked::{self, close, kill, pipe, read_byte, spawn, wait, Exit};
 use common::{ShmName, TempDir};
 use shmstate::failpoint::{self, Action};
 use shmstate::{Config, Error, Store};
@@ -39,117 +39,7 @@ fn main() {
             file_region_recovered_by_sole_opener,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, f) in tests {
-        if !filter.is_empty() && !filter.iter().any(|p| name.contains(p.as_str())) {
-            continue;
-        }
-        let t = Instant::now();
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.2?})", t.elapsed());
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    println!("\nfork: {passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Process helpers
-
-/// Forks; the child runs `f` and exits 0 (101 if it panicked), without running destructors.
-fn spawn(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the test harness is single-threaded (harness = false), so the child may run
-    // arbitrary code; the child never returns from this function.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(()) => 0,
-            Err(_) => 101,
-        };
-        // SAFETY: _exit ends the child immediately, as a forked child should.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
-/// How a child ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-/// Waits for `pid` at most `limit`; kills it and panics if it takes longer.
-fn wait(pid: libc::pid_t, limit: Duration) -> Exit {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: valid out-pointer; `pid` is our child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            if libc::WIFEXITED(status) {
-                return Exit::Code(libc::WEXITSTATUS(status));
-            }
-            return Exit::Signal(libc::WTERMSIG(status));
-        }
-        assert!(r == 0, "waitpid failed");
-        if start.elapsed() > limit {
-            kill(pid);
-            panic!("child {pid} still running after {limit:?} (hang)");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn kill(pid: libc::pid_t) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-}
-
-fn pipe() -> (i32, i32) {
-    let mut fds = [0; 2];
-    // SAFETY: valid out-array of two ints.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[0], fds[1])
-}
-
-/// Blocks until one byte arrives on `fd` (or `limit` passes).
-fn read_byte(fd: i32, limit: Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: valid pollfd array of one.
-    let n = unsafe { libc::poll(&mut p, 1, limit.as_millis() as i32) };
-    if n != 1 {
-        return false;
-    }
-    let mut b = [0u8; 1];
-    // SAFETY: valid one-byte buffer.
-    unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) == 1 }
-}
-
-fn close(fd: i32) {
-    // SAFETY: closing a descriptor we own.
-    unsafe { libc::close(fd) };
+    forked::run_all("fork", tests);
 }
 
 // ---------------------------------------------------------------------------------------------

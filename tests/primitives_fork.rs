@@ -5,9 +5,11 @@
 //!
 //! Every child is waited for under a watchdog: a child that hangs is killed and the test fails.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::forked::{self, close, kill, pipe, read_byte, spawn, wait, write_byte, Exit};
 use shmstate::{Cache, CacheError, Config, Error, RateLimiter, Store, Workers};
 
 type TestFn = fn();
@@ -47,89 +49,11 @@ fn main() {
             forked_child_cannot_use_parent_registration,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, f) in tests {
-        if !filter.is_empty() && !filter.iter().any(|p| name.contains(p.as_str())) {
-            continue;
-        }
-        let t = Instant::now();
-        match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.2?})", t.elapsed());
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    println!("\nprimitives_fork: {passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    forked::run_all("primitives_fork", tests);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Process helpers
-
-/// Forks; the child runs `f` and exits 0 (101 if it panicked), without running destructors.
-fn spawn(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the test harness is single-threaded (harness = false), so the child may run
-    // arbitrary code; the child never returns from this function.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(()) => 0,
-            Err(_) => 101,
-        };
-        // SAFETY: _exit ends the child immediately, as a forked child should.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-/// Waits for `pid` at most `limit`; kills it and panics if it takes longer.
-fn wait(pid: libc::pid_t, limit: Duration) -> Exit {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: valid out-pointer; `pid` is our child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            if libc::WIFEXITED(status) {
-                return Exit::Code(libc::WEXITSTATUS(status));
-            }
-            return Exit::Signal(libc::WTERMSIG(status));
-        }
-        assert!(r == 0, "waitpid failed");
-        if start.elapsed() > limit {
-            kill(pid);
-            panic!("child {pid} still running after {limit:?} (hang)");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// SIGKILLs our child and reaps it.
-fn kill(pid: libc::pid_t) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-}
 
 /// SIGKILLs our child but does not reap it: it stays a zombie, which must count as dead.
 fn kill_leaving_zombie(pid: libc::pid_t) {
@@ -148,40 +72,6 @@ fn kill_leaving_zombie(pid: libc::pid_t) {
         std::thread::sleep(Duration::from_millis(1));
     }
     panic!("child {pid} did not become a zombie");
-}
-
-fn pipe() -> (i32, i32) {
-    let mut fds = [0; 2];
-    // SAFETY: valid out-array of two ints.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    (fds[0], fds[1])
-}
-
-/// Blocks until one byte arrives on `fd` (or `limit` passes).
-fn read_byte(fd: i32, limit: Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: valid pollfd array of one.
-    let n = unsafe { libc::poll(&mut p, 1, limit.as_millis() as i32) };
-    if n != 1 {
-        return false;
-    }
-    let mut b = [0u8; 1];
-    // SAFETY: valid one-byte buffer.
-    unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) == 1 }
-}
-
-fn write_byte(fd: i32) {
-    // SAFETY: valid one-byte buffer.
-    assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
-}
-
-fn close(fd: i32) {
-    // SAFETY: closing a descriptor we own.
-    unsafe { libc::close(fd) };
 }
 
 /// Sleeps (bounded) until killed: a child that must hold something until the parent acts.

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod forked;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
