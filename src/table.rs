@@ -28,8 +28,8 @@
 //! * **insert into a free slot**: write the slot (seqlock odd), then publish the control byte
 //!   with one store. Before the store nothing is visible; after it the entry is complete.
 //! * **overwrite a FULL slot** (update, incr, CAS, reuse of an expired slot, eviction): write the
-//!   new entry into the shard's scratch slot, then commit by storing `REDO_PUT` (with target and
-//!   tag) in the repair record, then copy into the target, then clear the record. A crash before
+//!   new entry into a scratch slot (the writing thread's own, or the shard's), then commit by
+//!   storing `REDO_PUT` (with target, tag and which scratch slot) in the repair record, then copy into the target, then clear the record. A crash before
 //!   the commit leaves the old entry; after it, repair redoes the copy from scratch.
 //! * **delete / change expiry**: one store to the control byte (or the expiry word) inside the
 //!   slot's odd window.
