@@ -5,11 +5,83 @@
 //! writes one byte to a file descriptor (so a supervisor knows it got there) and then sleeps
 //! (at most 60 s, then aborts) until someone kills it. `after` skips that many hits first.
 //!
-//! Points: `lock.acquired`, `insert.written`, `insert.published`, `put.scratch`,
-//! `put.committed`, `put.applying`, `put.published`, `delete.ctrl`, `expire.stored`,
-//! `clear.half`, `repair.redone`, `repair.recounted`, `counter.named`.
+//! Every point is listed in [`POINTS`] (the crash tests check that each one is exercised).
 
 use std::sync::Mutex;
+
+/// Every failpoint compiled into the crate, with the write path it sits in.
+pub const POINTS: &[(&str, &str)] = &[
+    (
+        "lock.acquired",
+        "any write: shard lock taken, nothing written yet",
+    ),
+    (
+        "insert.written",
+        "insert: free slot written, control byte not yet published",
+    ),
+    (
+        "insert.published",
+        "insert: control byte published, counts not yet updated",
+    ),
+    (
+        "put.scratch",
+        "overwrite: redo copy written to scratch, not committed",
+    ),
+    (
+        "put.committed",
+        "overwrite: redo record committed, slot not yet changed",
+    ),
+    (
+        "put.applying",
+        "overwrite: slot half-rewritten (odd sequence)",
+    ),
+    (
+        "put.published",
+        "overwrite: slot published, record not yet idle",
+    ),
+    (
+        "delete.ctrl",
+        "delete: control byte changed, sequence still odd",
+    ),
+    (
+        "expire.stored",
+        "expire: new expiry stored, sequence still odd",
+    ),
+    (
+        "evict.chosen",
+        "evict: victim chosen (CLOCK bits cleared), not yet overwritten",
+    ),
+    (
+        "incr.computed",
+        "incr: new value parsed and computed, not yet written",
+    ),
+    (
+        "cas.matched",
+        "compare_and_swap: expected value matched, nothing written",
+    ),
+    (
+        "sweep.removed",
+        "insert: one expired entry swept to make room",
+    ),
+    ("flush.removed", "flush_expired: one expired entry removed"),
+    (
+        "prefix.removed",
+        "delete_prefix: one matching entry removed",
+    ),
+    ("clear.half", "clear: half the control groups zeroed"),
+    (
+        "repair.redone",
+        "repair: dead writer's redo re-applied, record still busy",
+    ),
+    (
+        "repair.recounted",
+        "repair: counts recomputed, record still busy",
+    ),
+    (
+        "counter.named",
+        "counter registration: name written, entry not yet live",
+    ),
+];
 
 /// What an armed failpoint does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +105,14 @@ static ARMED: Mutex<Option<Armed>> = Mutex::new(None);
 static ANY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Arms `name`: its `after + 1`-th hit runs `action`. Replaces any armed point.
+///
+/// # Panics
+/// If `name` is not one of [`POINTS`] (a typo would otherwise make a crash test vacuous).
 pub fn arm(name: &str, action: Action, after: u32) {
+    assert!(
+        POINTS.iter().any(|(n, _)| *n == name),
+        "unknown failpoint {name:?}"
+    );
     *ARMED.lock().unwrap_or_else(|p| p.into_inner()) = Some(Armed {
         name: name.to_owned(),
         action,

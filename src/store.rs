@@ -648,6 +648,7 @@ impl Store {
         if !matches {
             return Ok(false);
         }
+        failpoint!("cas.matched");
         match (live, new) {
             (Some(i), Some(value)) => {
                 let e = Entry {
@@ -701,6 +702,7 @@ impl Store {
                 let new = old.checked_add(delta).ok_or(Error::Overflow)?;
                 let value = format_int(new, &mut buf);
                 self.check_value(value)?;
+                failpoint!("incr.computed");
                 let e = Entry {
                     key,
                     value,
@@ -714,6 +716,7 @@ impl Store {
             None => {
                 let value = format_int(delta, &mut buf);
                 self.check_value(value)?;
+                failpoint!("incr.computed");
                 let e = Entry {
                     key,
                     value,

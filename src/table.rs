@@ -685,6 +685,7 @@ impl<'a> Locked<'a> {
         }
         match (self.l().geo.policy, unreferenced.or(first_full)) {
             (WhenFull::Evict, Some(victim)) => {
+                failpoint!("evict.chosen");
                 self.bump(Stat::Evictions);
                 self.overwrite(victim, e);
                 self.bump(Stat::Sets);
@@ -707,6 +708,7 @@ impl<'a> Locked<'a> {
         for _ in 0..budget.min(n) {
             if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && self.slot_expired(i, now) {
                 self.remove(i);
+                failpoint!("sweep.removed");
                 self.bump(Stat::Expirations);
                 removed += 1;
             }
@@ -773,6 +775,7 @@ impl<'a> Locked<'a> {
             if key == prefix {
                 let expired = self.slot_expired(i, now);
                 self.remove(i);
+                failpoint!("prefix.removed");
                 if expired {
                     self.bump(Stat::Expirations);
                 } else {
@@ -790,6 +793,7 @@ impl<'a> Locked<'a> {
         for i in 0..self.l().slots_per_shard {
             if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && self.slot_expired(i, now) {
                 self.remove(i);
+                failpoint!("flush.removed");
                 self.bump(Stat::Expirations);
                 removed += 1;
             }
