@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::forked::{self, close, kill, pipe, read_byte, spawn, wait, Exit};
 use common::{ShmName, TempDir};
 use shmstate::failpoint::{self, Action};
-use shmstate::{Config, Error, Store};
+use shmstate::{Clock, Config, Error, ManualClock, Store, WhenFull};
 
 type TestFn = fn();
 
@@ -38,8 +38,12 @@ fn main() {
             "file_region_recovered_by_sole_opener",
             file_region_recovered_by_sole_opener,
         ),
+        ("crash_in_every_operation", crash_in_every_operation),
     ];
     forked::run_all("fork", tests);
+    if !std::env::args().skip(1).any(|a| !a.starts_with('-')) {
+        check_every_point_exercised();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -341,6 +345,7 @@ fn kill_at_every_write_point() {
             Exit::Signal(libc::SIGKILL),
             "{point}: child should die at the failpoint"
         );
+        exercised(*point);
         // A lock-free read before anyone repairs sees the value from before the operation or
         // after it (a dead writer's committed operation takes effect at the repair).
         let before_value: Option<&[u8]> = if point.starts_with("insert.") {
@@ -460,6 +465,8 @@ fn repairer_killed_midway() {
             wait(c2, Duration::from_secs(30)),
             Exit::Signal(libc::SIGKILL)
         );
+        exercised("put.committed");
+        exercised(repair_point);
         // ...and the next holder finishes the repair.
         assert_eq!(store.get(b"victim").unwrap().unwrap(), b"new");
         store.set(b"other:4", b"v4", None).unwrap();
@@ -484,6 +491,7 @@ fn counter_registrant_killed() {
         wait(child, Duration::from_secs(30)),
         Exit::Signal(libc::SIGKILL)
     );
+    exercised("counter.named");
     let names: Vec<_> = store
         .counters()
         .unwrap()
@@ -522,4 +530,401 @@ fn file_region_recovered_by_sole_opener() {
     check_others(&s);
     let rep = s.verify().unwrap();
     assert!(rep.is_ok(), "{rep}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash in every operation: whole-store before/after checks.
+
+/// Failpoints at which a child was seen to die (recorded by the parent).
+static EXERCISED: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn exercised(point: &'static str) {
+    EXERCISED.lock().unwrap().insert(point);
+}
+
+/// After a full run: every failpoint compiled into the crate was reached by a killed child.
+fn check_every_point_exercised() {
+    let seen = EXERCISED.lock().unwrap();
+    let missing: Vec<_> = failpoint::POINTS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !seen.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "failpoints never exercised: {missing:?}"
+    );
+    println!(
+        "all {} failpoints were crashed at by some test",
+        failpoint::POINTS.len()
+    );
+}
+
+type Snapshot = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Every live key and its value (through the public API: scan, then get).
+fn snapshot(store: &Store) -> Snapshot {
+    let mut out = Snapshot::new();
+    let mut cursor = 0;
+    loop {
+        let (keys, next) = store.scan(cursor, b"", 1000).unwrap();
+        for k in keys {
+            if let Some(v) = store.get(&k).unwrap() {
+                out.insert(k, v);
+            }
+        }
+        match next {
+            Some(n) => cursor = n,
+            None => return out,
+        }
+    }
+}
+
+fn with(before: &Snapshot, key: &[u8], value: &[u8]) -> Snapshot {
+    let mut s = before.clone();
+    s.insert(key.to_vec(), value.to_vec());
+    s
+}
+
+fn without(before: &Snapshot, key: &[u8]) -> Snapshot {
+    let mut s = before.clone();
+    s.remove(key);
+    s
+}
+
+/// One crash case: the store is built by `setup` (parent), a child runs `op` and is killed at
+/// the `after + 1`-th hit of `point`; afterwards the whole store must satisfy `ok(before,
+/// after)`.
+struct CrashCase {
+    name: &'static str,
+    point: &'static str,
+    after: u32,
+    config: fn() -> Config,
+    setup: fn(&Store, &ManualClock),
+    op: fn(&Store),
+    ok: fn(&Snapshot, &Snapshot) -> bool,
+}
+
+fn small() -> Config {
+    Config::new().capacity(200).shards(2)
+}
+
+/// One shard of 64 entries that evicts when full.
+fn evicting() -> Config {
+    Config::new()
+        .capacity(48)
+        .shards(1)
+        .when_full(WhenFull::Evict)
+}
+
+/// One shard that refuses when full (so an insert into a full shard sweeps expired entries).
+fn refusing() -> Config {
+    Config::new().capacity(48).shards(1)
+}
+
+fn seed_counter(s: &Store, _: &ManualClock) {
+    seed_store(s);
+    s.set(b"n", b"41", None).unwrap();
+}
+
+fn seed_prefixed(s: &Store, _: &ManualClock) {
+    seed_store(s);
+    for i in 0..10 {
+        s.set(format!("p:{i}").as_bytes(), b"pv", None).unwrap();
+    }
+}
+
+/// Fills the only shard until an insert has to evict (or is refused).
+fn fill_shard(s: &Store, clock: &ManualClock, with_ttl: bool) {
+    for i in 0..10_000u32 {
+        let ttl = (with_ttl && i % 2 == 0).then_some(Duration::from_secs(1));
+        match s.set(format!("fill:{i}").as_bytes(), b"f", ttl) {
+            Ok(()) if s.stats().evictions == 0 => {}
+            Ok(()) => break,
+            Err(Error::Full) => break,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+    if with_ttl {
+        // Half the entries are now expired: an insert sweeps them.
+        clock.advance(Duration::from_secs(2));
+    }
+}
+
+fn crash_cases() -> Vec<CrashCase> {
+    vec![
+        CrashCase {
+            name: "incr existing, killed after computing",
+            point: "incr.computed",
+            after: 0,
+            config: small,
+            setup: seed_counter,
+            op: |s| {
+                s.incr(b"n", 1, None).unwrap();
+            },
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "incr existing, killed after commit",
+            point: "put.committed",
+            after: 0,
+            config: small,
+            setup: seed_counter,
+            op: |s| {
+                s.incr(b"n", 1, None).unwrap();
+            },
+            ok: |b, a| *a == with(b, b"n", b"42"),
+        },
+        CrashCase {
+            name: "incr existing, killed mid-write",
+            point: "put.applying",
+            after: 0,
+            config: small,
+            setup: seed_counter,
+            op: |s| {
+                s.incr(b"n", 1, None).unwrap();
+            },
+            ok: |b, a| *a == with(b, b"n", b"42"),
+        },
+        CrashCase {
+            name: "incr creates, killed before publishing",
+            point: "insert.written",
+            after: 0,
+            config: small,
+            setup: seed_counter,
+            op: |s| {
+                s.incr(b"fresh", 5, None).unwrap();
+            },
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "incr creates, killed after publishing",
+            point: "insert.published",
+            after: 0,
+            config: small,
+            setup: seed_counter,
+            op: |s| {
+                s.incr(b"fresh", 5, None).unwrap();
+            },
+            ok: |b, a| *a == with(b, b"fresh", b"5"),
+        },
+        CrashCase {
+            name: "incr creates, killed after computing",
+            point: "incr.computed",
+            after: 0,
+            config: small,
+            setup: seed_counter,
+            op: |s| {
+                s.incr(b"fresh", 5, None).unwrap();
+            },
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "compare_and_swap matched, nothing written",
+            point: "cas.matched",
+            after: 0,
+            config: small,
+            setup: |s, _| seed_store(s),
+            op: |s| {
+                s.compare_and_swap(b"victim", Some(b"old"), Some(b"cas"), None)
+                    .unwrap();
+            },
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "compare_and_swap delete-if-equal",
+            point: "delete.ctrl",
+            after: 0,
+            config: small,
+            setup: |s, _| seed_store(s),
+            op: |s| {
+                s.compare_and_swap(b"victim", Some(b"old"), None, None)
+                    .unwrap();
+            },
+            ok: |b, a| *a == without(b, b"victim"),
+        },
+        CrashCase {
+            name: "compare_and_swap create-if-absent",
+            point: "insert.published",
+            after: 0,
+            config: small,
+            setup: |s, _| seed_store(s),
+            op: |s| {
+                s.compare_and_swap(b"absent", None, Some(b"made"), None)
+                    .unwrap();
+            },
+            ok: |b, a| *a == with(b, b"absent", b"made"),
+        },
+        CrashCase {
+            name: "add, killed before publishing",
+            point: "insert.written",
+            after: 0,
+            config: small,
+            setup: |s, _| seed_store(s),
+            op: |s| {
+                s.add(b"added", b"a", None).unwrap();
+            },
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "replace, killed after commit",
+            point: "put.committed",
+            after: 0,
+            config: small,
+            setup: |s, _| seed_store(s),
+            op: |s| {
+                s.replace(b"victim", b"replaced", None).unwrap();
+            },
+            ok: |b, a| *a == with(b, b"victim", b"replaced"),
+        },
+        CrashCase {
+            name: "evict, killed after choosing the victim",
+            point: "evict.chosen",
+            after: 0,
+            config: evicting,
+            setup: |s, c| fill_shard(s, c, false),
+            op: |s| s.set(b"newcomer", b"n", None).unwrap(),
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "evict, killed after committing the overwrite",
+            point: "put.committed",
+            after: 0,
+            config: evicting,
+            setup: |s, c| fill_shard(s, c, false),
+            op: |s| s.set(b"newcomer", b"n", None).unwrap(),
+            // Exactly one old key evicted, the new one present, nothing else changed.
+            ok: |b, a| {
+                a.get(b"newcomer".as_slice()).map(Vec::as_slice) == Some(b"n")
+                    && a.len() == b.len()
+                    && b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count() == 1
+            },
+        },
+        CrashCase {
+            name: "evict, killed mid-overwrite",
+            point: "put.applying",
+            after: 0,
+            config: evicting,
+            setup: |s, c| fill_shard(s, c, false),
+            op: |s| s.set(b"newcomer", b"n", None).unwrap(),
+            ok: |b, a| {
+                a.get(b"newcomer".as_slice()).map(Vec::as_slice) == Some(b"n")
+                    && a.len() == b.len()
+                    && b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count() == 1
+            },
+        },
+        CrashCase {
+            name: "insert into a full shard, killed after sweeping one expired entry",
+            point: "sweep.removed",
+            after: 0,
+            config: refusing,
+            setup: |s, c| fill_shard(s, c, true),
+            op: |s| s.set(b"newcomer", b"n", None).unwrap(),
+            // Expired entries are invisible either way; the new key was not inserted.
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "flush_expired, killed after the third removal",
+            point: "flush.removed",
+            after: 2,
+            config: refusing,
+            setup: |s, c| fill_shard(s, c, true),
+            op: |s| {
+                s.flush_expired().unwrap();
+            },
+            ok: |b, a| a == b,
+        },
+        CrashCase {
+            name: "delete_prefix, killed after the third removal",
+            point: "prefix.removed",
+            after: 2,
+            config: small,
+            setup: seed_prefixed,
+            op: |s| {
+                s.delete_prefix(b"p:").unwrap();
+            },
+            // Per-key atomic, not atomic as a whole: exactly three prefixed keys gone, every
+            // other key and value unchanged.
+            ok: |b, a| {
+                let gone: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+                gone.len() == 3
+                    && gone.iter().all(|k| k.starts_with(b"p:"))
+                    && a.iter().all(|(k, v)| b.get(k) == Some(v))
+            },
+        },
+    ]
+}
+
+fn crash_in_every_operation() {
+    for case in crash_cases() {
+        let clock = ManualClock::new(1_000_000);
+        let store = Store::anonymous(&(case.config)())
+            .unwrap()
+            .with_clock(Clock::Manual(clock.clone()));
+        (case.setup)(&store, &clock);
+        let before = snapshot(&store);
+        let len_before = store.len();
+        let recoveries = store.stats().lock_recoveries;
+        let child = {
+            let store = store.clone();
+            let (op, point, after) = (case.op, case.point, case.after);
+            spawn(move || {
+                failpoint::arm(point, Action::Kill, after);
+                op(&store);
+                panic!("failpoint {point} was not reached");
+            })
+        };
+        assert_eq!(
+            wait(child, Duration::from_secs(30)),
+            Exit::Signal(libc::SIGKILL),
+            "{}: the child should die at {}",
+            case.name,
+            case.point
+        );
+        exercised(case.point);
+        // verify() locks every shard: the dead holder's shard is repaired.
+        let rep = store.verify().unwrap();
+        assert!(rep.is_ok(), "{}: {rep}", case.name);
+        assert_eq!(
+            store.stats().lock_recoveries,
+            recoveries + 1,
+            "{}: exactly one recovery",
+            case.name
+        );
+        let after = snapshot(&store);
+        assert!(
+            (case.ok)(&before, &after),
+            "{}: state after the crash is neither before nor after the operation\n\
+             before: {} keys, after: {} keys, changed: {:?}",
+            case.name,
+            before.len(),
+            after.len(),
+            before
+                .iter()
+                .filter(|(k, v)| after.get(*k) != Some(*v))
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .chain(
+                    after
+                        .keys()
+                        .filter(|k| !before.contains_key(*k))
+                        .map(|k| format!("+{}", String::from_utf8_lossy(k)))
+                )
+                .collect::<Vec<_>>()
+        );
+        // The counts the repair recomputed agree with the entries (expired ones included).
+        assert!(
+            store.len() <= len_before + 1,
+            "{}: len {} after, {len_before} before",
+            case.name,
+            store.len()
+        );
+        // The next operations succeed.
+        store.set(b"victim", b"next", None).unwrap();
+        assert_eq!(store.get(b"victim").unwrap().unwrap(), b"next");
+        assert!(store.delete(b"victim").unwrap());
+        let rep = store.verify().unwrap();
+        assert!(rep.is_ok(), "{}: {rep}", case.name);
+        println!("  {}: ok", case.name);
+    }
 }
