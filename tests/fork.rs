@@ -345,7 +345,7 @@ fn kill_at_every_write_point() {
             Exit::Signal(libc::SIGKILL),
             "{point}: child should die at the failpoint"
         );
-        exercised(*point);
+        exercised(point);
         // A lock-free read before anyone repairs sees the value from before the operation or
         // after it (a dead writer's committed operation takes effect at the repair).
         let before_value: Option<&[u8]> = if point.starts_with("insert.") {
