@@ -1,0 +1,119 @@
+//! The kill -9 torture soak, for long runs: forked workers hammer a small hot keyset with every
+//! operation while the master SIGKILLs them at random (and, built with the `failpoints`
+//! feature, also kills workers parked at a write point while they hold a shard lock), forking a
+//! replacement each time. At the end it checks that nothing but the killed workers' in-flight
+//! operations was lost or corrupted, that counters are conserved, that `verify()` is clean and
+//! that no operation waited long; see `tests/common/torture.rs` for what exactly is checked.
+//! Exits 1 on any violation.
+//!
+//! ```text
+//! cargo run --release --features failpoints --example torture -- --seconds 600
+//! cargo run --release --example torture -- --workers 8 --kill-every-ms 20   # random kills only
+//! ```
+
+#[path = "../tests/common/forked.rs"]
+#[allow(dead_code)]
+mod forked;
+#[path = "../tests/common/torture.rs"]
+mod torture;
+
+use std::time::Duration;
+
+use torture::{Params, MAX_WORKERS};
+
+const USAGE: &str = "\
+usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-every-ms MS]
+               [--seed N] [--shards N] [--max-hold-ms MS] [--max-wait-ms MS] [--no-targeted]
+
+  --workers N         worker processes (default 4, at most 64)
+  --seconds S         how long to run (default 20)
+  --max-ops N         stop after this many operations over all workers (default: no limit)
+  --keys K            hot keys; few keys mean contended locks (default 16, at most 99)
+  --kill-every-ms MS  mean interval between random SIGKILLs (default 50)
+  --seed N            seed of every random choice (default: the process id)
+  --shards N          shards of the store (default 4)
+  --max-hold-ms MS    a worker parked at a failpoint holds its lock up to this long (default 20)
+  --max-wait-ms MS    longest acceptable operation (default 2000)
+  --no-targeted       random kills only, even when built with the failpoints feature";
+
+fn parse_args() -> Result<Params, String> {
+    let mut p = Params {
+        seed: std::process::id().into(),
+        progress: Some(Duration::from_secs(10)),
+        ..Params::default()
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        if flag == "--no-targeted" {
+            p.targeted = false;
+            continue;
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let num = |what: &str| -> Result<u64, String> {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{what}: not a whole number: {value:?}"))
+        };
+        match flag.as_str() {
+            "--workers" => p.workers = num("--workers")? as usize,
+            "--seconds" => p.duration = Duration::from_secs(num("--seconds")?),
+            "--max-ops" => p.max_ops = num("--max-ops")?,
+            "--keys" => p.keys = num("--keys")? as usize,
+            "--kill-every-ms" => p.kill_every = Duration::from_millis(num("--kill-every-ms")?),
+            "--seed" => p.seed = num("--seed")?,
+            "--shards" => {
+                p.shards = u32::try_from(num("--shards")?).map_err(|_| "--shards: too large")?
+            }
+            "--max-hold-ms" => p.max_hold = Duration::from_millis(num("--max-hold-ms")?),
+            "--max-wait-ms" => p.max_wait_bound = Duration::from_millis(num("--max-wait-ms")?),
+            _ => return Err(format!("unknown flag {flag:?}")),
+        }
+    }
+    if !(1..=MAX_WORKERS).contains(&p.workers) {
+        return Err(format!("--workers must be between 1 and {MAX_WORKERS}"));
+    }
+    if !(1..=99).contains(&p.keys) {
+        return Err("--keys must be between 1 and 99".into());
+    }
+    if p.kill_every.is_zero() {
+        return Err("--kill-every-ms must be at least 1".into());
+    }
+    if p.shards == 0 {
+        return Err("--shards must be at least 1".into());
+    }
+    Ok(p)
+}
+
+fn main() {
+    let p = match parse_args() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("torture: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "torture: {} workers, {} hot keys, {} shards, a random kill every ~{:?}, {}, seed {}",
+        p.workers,
+        p.keys,
+        p.shards,
+        p.kill_every,
+        if p.targeted {
+            "and lock holders parked at failpoints and killed"
+        } else if cfg!(feature = "failpoints") {
+            "random kills only (--no-targeted)"
+        } else {
+            "random kills only (built without the failpoints feature)"
+        },
+        p.seed
+    );
+    let rep = torture::run(&p);
+    rep.print();
+    if !rep.ok() {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,76 @@
+//! The kill -9 torture soak (see `common/torture.rs`), CI length: workers on a hot keyset,
+//! random SIGKILLs, and lock holders parked at failpoints and killed. About 20 s, bounded by
+//! time and by an operation budget; `SHMSTATE_TORTURE_SECONDS` overrides the time.
+//! `harness = false`: the process is single-threaded when it forks.
+
+#[path = "common/forked.rs"]
+#[allow(dead_code)]
+mod forked;
+#[path = "common/torture.rs"]
+mod torture;
+
+use std::time::Duration;
+
+use torture::{check_conserved, check_value, make_value, Params};
+
+type TestFn = fn();
+
+fn main() {
+    let tests: &[(&str, TestFn)] = &[
+        ("checkers_reject_bad_data", checkers_reject_bad_data),
+        ("soak", soak),
+    ];
+    forked::run_all("torture", tests);
+}
+
+/// The soak's own checks can fail: a torn, truncated or misplaced value and an out-of-range
+/// counter are caught.
+fn checkers_reject_bad_data() {
+    let v = make_value(b"k:01", 7 << 32 | 3, 42, 100);
+    assert_eq!(check_value(b"k:01", &v), Ok((7 << 32 | 3, 42)));
+    assert!(check_value(b"k:02", &v).is_err(), "another key's value");
+    let mut torn = v.clone();
+    torn[60] ^= 1;
+    assert!(check_value(b"k:01", &torn).is_err(), "a flipped byte");
+    let mut mixed = make_value(b"k:01", 9, 43, 100);
+    mixed[..40].copy_from_slice(&v[..40]);
+    assert!(
+        check_value(b"k:01", &mixed).is_err(),
+        "half of each of two values"
+    );
+    assert!(
+        check_value(b"k:01", &v[..v.len() - 1]).is_err(),
+        "truncated"
+    );
+    assert!(check_value(b"k:01", b"").is_err(), "empty");
+    assert!(check_conserved("c", 10, 10, 0).is_ok());
+    assert!(check_conserved("c", 13, 10, 3).is_ok());
+    assert!(check_conserved("c", 9, 10, 3).is_err(), "a lost increment");
+    assert!(
+        check_conserved("c", 14, 10, 3).is_err(),
+        "a phantom increment"
+    );
+}
+
+fn soak() {
+    let seconds: u64 = match std::env::var("SHMSTATE_TORTURE_SECONDS") {
+        Ok(s) => s.parse().expect("SHMSTATE_TORTURE_SECONDS: whole seconds"),
+        Err(_) => 20,
+    };
+    let seed = std::env::var("SHMSTATE_TORTURE_SEED").ok().map_or_else(
+        || std::process::id().into(),
+        |s| s.parse().expect("SHMSTATE_TORTURE_SEED"),
+    );
+    let p = Params {
+        duration: Duration::from_secs(seconds),
+        // The time bound is the one that normally ends the run; this bounds it on a fast
+        // machine.
+        max_ops: 20_000_000 * seconds.max(1),
+        seed,
+        ..Params::default()
+    };
+    println!("  seed {seed} (SHMSTATE_TORTURE_SEED to repeat the choices)");
+    let rep = torture::run(&p);
+    rep.print();
+    assert!(rep.ok(), "{} problems", rep.problems.len());
+}
