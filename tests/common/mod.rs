@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod forked;
+pub mod linearize;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
