@@ -73,6 +73,7 @@ mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 mod hash;
+mod inspect;
 mod layout;
 mod metrics;
 mod primitives;
@@ -91,6 +92,8 @@ pub use clock::{Clock, ManualClock};
 pub use config::{limits, Config, WhenFull};
 pub use counter::Counter;
 pub use error::{BackendErrorKind, Error, Incompatibility, Result};
+#[doc(hidden)]
+pub use inspect::{CountField, CounterField, PartKind, RegionPart, RepairField, SlotField};
 pub use metrics::{prometheus, render_prometheus, PROMETHEUS_CONTENT_TYPE};
 pub use primitives::cache::{Cache, CacheError, CacheStats};
 pub use primitives::lock::{lock_key, LockGuard, LockHolder};

@@ -989,6 +989,13 @@ impl Store {
     pub unsafe fn raw_region(&self) -> (*mut u8, usize) {
         (self.inner.raw().base(), self.inner.raw().len())
     }
+
+    /// Named byte ranges of the region (header fields, mutexes, counter records, repair
+    /// records, control bytes, slot fields), for tests and fuzzers that corrupt it on purpose.
+    #[doc(hidden)]
+    pub fn layout_map(&self) -> Vec<crate::inspect::RegionPart> {
+        crate::inspect::layout_map(&self.inner.layout)
+    }
 }
 
 #[cfg(test)]
