@@ -12,6 +12,8 @@
 
 use std::io;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::raw::RawRegion;
@@ -71,30 +73,24 @@ impl<'a> RobustMutex<'a> {
     /// No thread of any process may be using this mutex (locked, waiting, or about to lock):
     /// call it while creating a region, or when this process is the region's only user.
     pub(crate) unsafe fn init(&self) -> io::Result<()> {
-        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: (1) `attr` is a valid out-pointer, initialized by pthread_mutexattr_init before
-        // any other use and destroyed at the end; (2) `self.ptr` points to at least
-        // size_of::<pthread_mutex_t>() writable bytes of the mapping (checked in `at`), 8-aligned,
-        // and no one uses the mutex (the caller's contract).
-        unsafe {
-            let rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
-            if rc != 0 {
-                return Err(errno(rc));
-            }
-            let a = attr.as_mut_ptr();
-            let mut rc = libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
-            if rc == 0 {
-                rc = libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST);
-            }
-            if rc == 0 {
-                rc = libc::pthread_mutex_init(self.ptr, a);
-            }
-            libc::pthread_mutexattr_destroy(a);
-            if rc != 0 {
-                return Err(errno(rc));
-            }
-        }
-        Ok(())
+        // SAFETY: `self.ptr` points to size_of::<pthread_mutex_t>() writable bytes of the
+        // mapping (checked in `at`), 8-aligned, and no one uses the mutex (the caller's
+        // contract).
+        unsafe { init_with(self.ptr, true) }
+    }
+
+    /// Whether the mutex's type word still says "robust, process-shared" (see [`type_word`]).
+    /// The libc's lock functions trust that word: garbage there can select the
+    /// priority-protect or priority-inheritance code, whose assertions abort the process.
+    fn type_is_ours(&self) -> bool {
+        let Some((off, want)) = type_word() else {
+            return true;
+        };
+        // SAFETY: `off + 4 <= size_of::<pthread_mutex_t>()` (found inside a template of that
+        // size) and 4-aligned, within the bytes checked in `at`; an atomic load tolerates
+        // other processes writing the word.
+        let w = unsafe { &*self.ptr.cast::<u8>().add(off).cast::<AtomicU32>() };
+        w.load(Ordering::Relaxed) == want
     }
 
     fn guard(&self) -> MutexGuard<'a> {
@@ -139,6 +135,9 @@ impl<'a> RobustMutex<'a> {
     /// Takes the lock, waiting at most `timeout` for a live holder. Spins briefly (bounded)
     /// before sleeping, because waking a sleeper on the other core costs tens of microseconds.
     pub(crate) fn lock(&self, timeout: Duration) -> Result<(MutexGuard<'a>, Acquired), LockError> {
+        if !self.type_is_ours() {
+            return Err(LockError::NotRecoverable);
+        }
         if let Some(r) = self.interpret(self.try_once(), false) {
             return r;
         }
@@ -177,6 +176,67 @@ impl<'a> RobustMutex<'a> {
             }
         }
     }
+}
+
+/// Initializes `m` as a process-shared mutex, robust or not.
+///
+/// # Safety
+/// `m` must be valid for writes and not in use.
+unsafe fn init_with(m: *mut libc::pthread_mutex_t, robust: bool) -> io::Result<()> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: (1) `attr` is a valid out-pointer, initialized by pthread_mutexattr_init before
+    // any other use and destroyed at the end; (2) `m` is valid and unused (the caller's
+    // contract).
+    unsafe {
+        let rc = libc::pthread_mutexattr_init(attr.as_mut_ptr());
+        if rc != 0 {
+            return Err(errno(rc));
+        }
+        let a = attr.as_mut_ptr();
+        let mut rc = libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
+        if rc == 0 && robust {
+            rc = libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST);
+        }
+        if rc == 0 {
+            rc = libc::pthread_mutex_init(m, a);
+        }
+        libc::pthread_mutexattr_destroy(a);
+        if rc != 0 {
+            return Err(errno(rc));
+        }
+    }
+    Ok(())
+}
+
+/// Where the libc keeps a mutex's type (kind) and the value a robust process-shared mutex has
+/// there: the one 4-byte word in which freshly initialized robust and non-robust mutexes
+/// differ (glibc's `__kind`, musl's `_m_type`). Locking and unlocking never change it. `None`
+/// if the two templates do not differ in exactly one word (an unknown libc: no check).
+fn type_word() -> Option<(usize, u32)> {
+    static WORD: OnceLock<Option<(usize, u32)>> = OnceLock::new();
+    *WORD.get_or_init(|| {
+        let template = |robust| {
+            // Zeroed, then initialized: every byte is defined when read below.
+            let mut m = std::mem::MaybeUninit::<libc::pthread_mutex_t>::zeroed();
+            // SAFETY: a local mutex no one else knows.
+            unsafe { init_with(m.as_mut_ptr(), robust) }.ok()?;
+            // SAFETY: the bytes were zeroed, then written by pthread_mutex_init: all
+            // initialized; a byte array has no alignment requirement.
+            let bytes = unsafe {
+                m.as_ptr()
+                    .cast::<[u8; std::mem::size_of::<libc::pthread_mutex_t>()]>()
+                    .read()
+            };
+            Some(bytes)
+        };
+        let (robust, plain) = (template(true)?, template(false)?);
+        let word = |b: &[u8], i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().expect("4"));
+        let mut differ = (0..robust.len() / 4)
+            .map(|i| i * 4)
+            .filter(|&i| word(&robust, i) != word(&plain, i));
+        let off = differ.next()?;
+        differ.next().is_none().then(|| (off, word(&robust, off)))
+    })
 }
 
 impl MutexGuard<'_> {
@@ -228,5 +288,28 @@ mod tests {
         drop(g);
         let (_g, a) = m.lock(Duration::from_millis(10)).unwrap();
         assert!(!a.owner_died);
+    }
+
+    /// Garbage in the type word (here: priority-protect, whose glibc code asserts and aborts)
+    /// is refused before the libc sees it.
+    #[test]
+    fn foreign_type_word_is_refused() {
+        let (off, want) = type_word().expect("a known libc");
+        let mut buf = vec![0u64; 16];
+        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: `buf` outlives `r`.
+        let r = unsafe { RawRegion::new(base, 128) };
+        let m = RobustMutex::at(&r, 0);
+        // SAFETY: nobody else knows this mutex.
+        unsafe { m.init().unwrap() };
+        assert_eq!(r.u32_at(off).load(Ordering::Relaxed), want);
+        drop(m.lock(Duration::from_millis(10)).unwrap());
+        for bad in [0x40 | 0x80, 0x20 | 0x10 | 0x80, u32::MAX, 0] {
+            r.u32_at(off).store(bad, Ordering::Relaxed);
+            assert!(matches!(
+                m.lock(Duration::from_millis(10)),
+                Err(LockError::NotRecoverable)
+            ));
+        }
     }
 }
