@@ -63,6 +63,7 @@ struct Plan {
     seed: u64,
     ops: u64,
     time: Duration,
+    shards: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,17 +419,19 @@ fn pace(rng: &mut Rng) {
 
 /// Figures of one round.
 #[derive(Default, Debug, Clone, Copy)]
-struct Round {
-    processes: usize,
-    killed: usize,
-    failpoint_deaths: usize,
-    ops: usize,
-    pending: usize,
+pub struct Round {
+    /// Histories checked (in totals).
+    pub rounds: u64,
+    pub processes: usize,
+    pub killed: usize,
+    pub failpoint_deaths: usize,
+    pub ops: usize,
+    pub pending: usize,
     /// Ops invoked before some earlier-invoked op on the same key had returned.
-    overlapping: usize,
-    steps: u64,
-    run: Duration,
-    check: Duration,
+    pub overlapping: usize,
+    pub steps: u64,
+    pub run: Duration,
+    pub check: Duration,
 }
 
 /// Worker processes alive; any left when this is dropped (a failed assertion) are killed.
@@ -462,7 +465,7 @@ fn run_round(plan: Plan, fig: &mut Round) -> Vec<Op> {
     let store = Store::anonymous(
         &Config::new()
             .capacity(64)
-            .shards(2)
+            .shards(plan.shards)
             .max_key_len(8)
             .max_value_len(MAX_VALUE as u32),
     )
@@ -638,19 +641,53 @@ fn linearizable_with_kills() {
             .unwrap()
             .as_nanos() as u64
     });
-    let rounds = env_u64("LINZ_ROUNDS").unwrap_or(6);
-    let mut ops = env_u64("LINZ_OPS").unwrap_or(5000);
-    let time = Duration::from_millis(env_u64("LINZ_ROUND_MS").unwrap_or(2000));
-    println!("  seed {seed} (LINZ_SEED to repeat), {rounds} rounds of up to {ops} ops");
+    let total = soak(&Soak {
+        seed,
+        min_rounds: 6,
+        min_time: Duration::from_secs(env_u64("LINZ_SECONDS").unwrap_or(8)),
+        ops: env_u64("LINZ_OPS").unwrap_or(5000),
+        round_time: Duration::from_secs(2),
+        print_every: 1,
+    });
+    assert!(total.ops > 0 && total.pending > 0 && total.killed + total.failpoint_deaths > 0);
+}
+
+/// How much to check.
+pub struct Soak {
+    /// Round `i` uses seed `seed + i`.
+    pub seed: u64,
+    /// At least this many histories are checked...
+    pub min_rounds: u64,
+    /// ...and rounds go on until this much time has passed.
+    pub min_time: Duration,
+    /// Operations per round (halved after an inconclusive check).
+    pub ops: u64,
+    /// A round's workers are stopped after this long.
+    pub round_time: Duration,
+    /// Print every this many rounds' figures.
+    pub print_every: u64,
+}
+
+/// Runs rounds as `s` says; panics on a violation, or if histories stay inconclusive even
+/// when small. Returns the totals (`Round::processes` etc. summed, plus `rounds`).
+pub fn soak(s: &Soak) -> Round {
+    println!(
+        "  seed {} (LINZ_SEED to repeat), rounds of up to {} ops for at least {:?} and {} rounds",
+        s.seed, s.ops, s.min_time, s.min_rounds
+    );
+    let start = Instant::now();
+    let mut ops = s.ops;
     let mut total = Round::default();
-    let (mut conclusive, mut attempt) = (0, 0);
-    while conclusive < rounds {
-        let plan = Plan {
-            seed: seed.wrapping_add(attempt),
-            ops,
-            time,
-        };
+    let mut attempt = 0;
+    while total.rounds < s.min_rounds || start.elapsed() < s.min_time {
+        let seed = s.seed.wrapping_add(attempt);
         attempt += 1;
+        let plan = Plan {
+            seed,
+            ops,
+            time: s.round_time,
+            shards: 1 + (seed % 2) as u32,
+        };
         let mut fig = Round::default();
         let history = run_round(plan, &mut fig);
         let t = Instant::now();
@@ -664,32 +701,31 @@ fn linearizable_with_kills() {
                 fig.overlapping = overlapping(&history);
             }
             Verdict::Inconclusive { .. } => {
-                println!("  seed {}: {verdict}; retrying smaller", plan.seed);
+                println!("  seed {seed}: {verdict}; retrying smaller");
                 ops /= 2;
                 assert!(ops >= 500, "inconclusive even at {} ops", ops * 2);
                 continue;
             }
-            _ => panic!(
-                "seed {} (LINZ_SEED={} LINZ_OPS={}): {verdict}",
-                plan.seed, plan.seed, plan.ops
-            ),
+            _ => panic!("seed {seed} (LINZ_SEED={seed} LINZ_OPS={ops}): {verdict}"),
         }
         negative_controls(&history);
-        println!(
-            "  seed {}: {} processes ({} killed, {} died at a failpoint), {} ops ({} pending, \
-             {} overlapping), {} search steps; run {:.2?}, check {:.2?}",
-            plan.seed,
-            fig.processes,
-            fig.killed,
-            fig.failpoint_deaths,
-            fig.ops,
-            fig.pending,
-            fig.overlapping,
-            fig.steps,
-            fig.run,
-            fig.check
-        );
-        conclusive += 1;
+        if (total.rounds + 1) % s.print_every.max(1) == 0 {
+            println!(
+                "  seed {seed}: {} shard(s), {} processes ({} killed, {} died at a failpoint), \
+                 {} ops ({} pending, {} overlapping), {} search steps; run {:.2?}, check {:.2?}",
+                plan.shards,
+                fig.processes,
+                fig.killed,
+                fig.failpoint_deaths,
+                fig.ops,
+                fig.pending,
+                fig.overlapping,
+                fig.steps,
+                fig.run,
+                fig.check
+            );
+        }
+        total.rounds += 1;
         total.processes += fig.processes;
         total.killed += fig.killed;
         total.failpoint_deaths += fig.failpoint_deaths;
@@ -701,8 +737,10 @@ fn linearizable_with_kills() {
         total.check += fig.check;
     }
     println!(
-        "  total: {conclusive} histories, {} ops ({} pending, {} overlapping), {} processes \
-         ({} killed, {} died at a failpoint), {} search steps; run {:.2?}, check {:.2?}",
+        "  total: {} histories checked, {} ops ({} pending, {} overlapping), {} processes \
+         ({} killed, {} died at a failpoint), {} search steps; run {:.2?}, check {:.2?}, \
+         wall {:.2?}",
+        total.rounds,
         total.ops,
         total.pending,
         total.overlapping,
@@ -711,6 +749,8 @@ fn linearizable_with_kills() {
         total.failpoint_deaths,
         total.steps,
         total.run,
-        total.check
+        total.check,
+        start.elapsed()
     );
+    total
 }
