@@ -290,8 +290,9 @@ pub(crate) fn store_bytes(words: &[AtomicU64], src: &[u8]) {
     }
 }
 
-/// Whether `words` hold `key` (the stored tail is zero-padded, as `store_bytes` leaves it, so
-/// whole words compare).
+/// Whether the first `key.len()` bytes held in `words` are `key`. The bytes after them in the
+/// last word are not part of the string (`store_bytes` zeroes them, but another process may
+/// not have), so they are masked off: a comparison agrees with what `load_bytes` reads.
 #[inline]
 pub(crate) fn words_eq(words: &[AtomicU64], key: &[u8]) -> bool {
     let (chunks, tail) = key.as_chunks::<8>();
@@ -300,7 +301,9 @@ pub(crate) fn words_eq(words: &[AtomicU64], key: &[u8]) -> bool {
             return false;
         }
     }
-    tail.is_empty() || words[chunks.len()].load(Ordering::Relaxed) == tail_word(tail)
+    // Little-endian (layout.rs refuses other targets): the string's bytes are the low ones.
+    let mask = u64::MAX >> (8 * (8 - tail.len()) % 64);
+    tail.is_empty() || words[chunks.len()].load(Ordering::Relaxed) & mask == tail_word(tail)
 }
 
 /// Copies `src` to `dst` word by word (relaxed atomics), up to the shorter of the two.
@@ -354,6 +357,30 @@ mod tests {
                 other[len - 1] ^= 1;
                 assert!(!words_eq(r.words(8, len.div_ceil(8)), &other));
             }
+        }
+    }
+
+    /// Bytes after a string in its last word (not zeroed by a foreign writer) do not change
+    /// what compares equal: `words_eq` agrees with `read_bytes`.
+    #[test]
+    fn padding_is_not_compared() {
+        let (_v, r) = heap(4);
+        for len in 1..=16usize {
+            let src: Vec<u8> = (0..len as u8).map(|b| b ^ 0x5a).collect();
+            r.write_bytes(0, &src);
+            let words = r.words(0, len.div_ceil(8));
+            let last = &words[words.len() - 1];
+            if len % 8 != 0 {
+                let pad = u64::MAX << (8 * (len % 8));
+                last.store(last.load(Ordering::Relaxed) | pad, Ordering::Relaxed);
+            }
+            let mut out = Vec::new();
+            r.read_bytes(0, len, &mut out);
+            assert_eq!(out, src);
+            assert!(words_eq(words, &src), "len {len}");
+            let mut other = src.clone();
+            other[len - 1] ^= 0x80;
+            assert!(!words_eq(words, &other), "len {len}");
         }
     }
 
