@@ -845,9 +845,10 @@ impl Store {
 
     /// Entries stored (including expired entries not yet reclaimed, like Redis `DBSIZE`).
     pub fn len(&self) -> u64 {
+        // Saturating: the stored counts are region words another process may have scribbled.
         (0..self.inner.layout.geo.shards as usize)
             .map(|s| self.shard(s).len())
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 
     /// Whether the store holds no entries.
@@ -891,8 +892,8 @@ impl Store {
         };
         for s in 0..l.geo.shards as usize {
             let sh = self.shard(s);
-            st.entries += sh.len();
-            st.tombstones += sh.tombstones();
+            st.entries = st.entries.saturating_add(sh.len());
+            st.tombstones = st.tombstones.saturating_add(sh.tombstones());
         }
         let sum = |f: Stat| stats::sum(r, l, f as usize);
         st.sets = sum(Stat::Sets);

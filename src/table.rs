@@ -801,9 +801,10 @@ impl<'a> Locked<'a> {
         removed
     }
 
-    /// Empties the shard (atomically: a crash midway is finished by repair).
+    /// Empties the shard (atomically: a crash midway is finished by repair). Returns how many
+    /// entries it held, counted from the control bytes (the stored count may be garbage).
     pub(crate) fn clear(&self) -> u64 {
-        let before = self.s.len();
+        let (before, _) = self.count_ctrl();
         let rs = self.s.hdr_u32(shard::REC_OP);
         rs.store(rec::REDO_CLEAR, Ordering::Release);
         self.redo_clear();
