@@ -1,0 +1,1796 @@
+//! The hostile-region test: a forked child scribbles chosen bytes over one kind of part of a
+//! live, populated region (header fields, mutexes, counter records, statistics and scratch
+//! slots, repair records, counts, control bytes, slot headers, keys and values), then calls every
+//! operation. Each must return (`Ok` or a typed `Err`): a child that panics, dies by a signal or
+//! runs past the watchdog fails the test with the scenario's name. Where the documentation
+//! promises more, the child also checks it: keys the bytes did not touch still read their exact
+//! values, `verify` reports what it should, and `clear` (or a sole-user reopen, for broken
+//! mutexes) brings the region back to verify-clean.
+//!
+//! `harness = false`: the process is single-threaded when it forks. The byte values come from a
+//! seeded generator (`HOSTILE_SEED=<n>` to replay) plus fixed edge values; a scenario that once
+//! found a bug keeps its name (see `regression_*`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::forked::{self, close, pipe, spawn, wait, Exit};
+use common::{ShmName, TempDir};
+use shmstate::{
+    CountField, CounterField, PartKind, RegionPart, RepairField, SlotField, Store, WhenFull,
+};
+
+type TestFn = fn();
+
+fn main() {
+    let tests: &[(&str, TestFn)] = &[
+        ("header", header),
+        ("registry_mutex", registry_mutex),
+        ("counters", counters),
+        ("stat_slots", stat_slots),
+        ("scratch_slots", scratch_slots),
+        ("shard_mutex", shard_mutex),
+        ("repair_record", repair_record),
+        ("counts", counts),
+        ("control_bytes", control_bytes),
+        ("slot_header", slot_header),
+        ("key_value_bytes", key_value_bytes),
+        ("mixed", mixed),
+    ];
+    let t = Instant::now();
+    println!("hostile: seed {} (HOSTILE_SEED to replay)", seed());
+    forked::run_all("hostile", tests);
+    println!("hostile: {:.1?} in all", t.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration and fixture
+
+const LOCK_TIMEOUT: Duration = Duration::from_millis(20);
+const WATCHDOG: Duration = Duration::from_secs(10);
+const MAX_KEY: usize = 13; // key room 16: lengths 14..=16 fit the room but exceed the limit
+const MAX_VAL: usize = 30; // value room 32
+
+fn seed() -> u64 {
+    std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x005e_ed0f_ba5e)
+}
+
+/// xorshift64*: deterministic bytes from a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(salt: &str) -> Self {
+        let mut h = seed() ^ 0x9e37_79b9_7f4a_7c15;
+        for b in salt.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Rng(h | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backing {
+    Anon,
+    File,
+    Shm,
+}
+
+fn config(policy: WhenFull) -> shmstate::Config {
+    shmstate::Config::new()
+        .capacity(64)
+        .shards(2)
+        .max_key_len(MAX_KEY as u32)
+        .max_value_len(MAX_VAL as u32)
+        .max_counters(8)
+        .when_full(policy)
+        .lock_timeout(LOCK_TIMEOUT)
+}
+
+fn key(i: usize) -> Vec<u8> {
+    if i % 5 == 4 {
+        format!("long-key:{i:04}").into_bytes() // exactly MAX_KEY bytes
+    } else {
+        format!("key:{i:03}").into_bytes()
+    }
+}
+
+fn value(i: usize) -> Vec<u8> {
+    if i % 7 == 3 {
+        return (i as i64 * 1000 - 3000).to_string().into_bytes(); // incr-able
+    }
+    (0..i % (MAX_VAL + 1))
+        .map(|j| (i * 7 + j * 13) as u8)
+        .collect()
+}
+
+/// A live entry and where it lives.
+#[derive(Clone, Debug)]
+struct Live {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    shard: u32,
+    slot: u32,
+}
+
+struct Fixture {
+    backing: Backing,
+    /// The handle (anonymous regions only; named and file regions are reopened by the child).
+    store: Option<Store>,
+    file: Option<PathBuf>,
+    shm: Option<ShmName>,
+    parts: Vec<RegionPart>,
+    live: Vec<Live>,
+    expired: Vec<Vec<u8>>,
+    deleted: Vec<Vec<u8>>,
+    counters: Vec<(String, i64)>,
+    /// Bytes of the region right after populating (for "value unchanged" decisions).
+    image: Vec<u8>,
+}
+
+const COUNTERS: [(&str, i64); 4] = [
+    ("http.requests", 5),
+    ("errors", -3),
+    ("max", i64::MAX),
+    ("a-counter-with-a-much-longer-name-for-the-name-area", 77),
+];
+
+/// Keys kept, expired and deleted by `populate`.
+type Populated = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn populate(store: &Store) -> Populated {
+    let hour = Some(Duration::from_secs(3600));
+    let (mut kept, mut expired, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    // Near the 7/8 load limit, so that groups fill up and deletes leave tombstones.
+    for i in 0..130 {
+        let ttl = match i % 6 {
+            1 => hour,
+            5 => Some(Duration::from_millis(1)),
+            _ => None,
+        };
+        match store.set(&key(i), &value(i), ttl) {
+            Ok(()) if ttl == Some(Duration::from_millis(1)) => expired.push(key(i)),
+            Ok(()) if i % 4 == 2 => deleted.push(key(i)),
+            Ok(()) => kept.push(key(i)),
+            Err(shmstate::Error::Full) => {}
+            Err(e) => panic!("populate: {e}"),
+        }
+    }
+    for k in &deleted {
+        store.delete(k).unwrap(); // false if evicted meanwhile (WhenFull::Evict)
+    }
+    // Overwrites leave copies in the scratch slots.
+    for i in [0usize, 3, 7] {
+        store.set(&key(i), &value(i), None).unwrap();
+    }
+    for (name, v) in COUNTERS {
+        store.counter(name).unwrap().set(v);
+    }
+    std::thread::sleep(Duration::from_millis(5)); // the 1 ms TTLs are past
+    (kept, expired, deleted)
+}
+
+fn snapshot(store: &Store) -> Vec<u8> {
+    // SAFETY: the pointer covers `len` mapped bytes while `store` lives; this process is
+    // single-threaded and no child runs yet, so nothing writes them while we copy.
+    let (base, len) = unsafe { store.raw_region() };
+    // SAFETY: as above.
+    unsafe { std::slice::from_raw_parts(base, len) }.to_vec()
+}
+
+fn u32_at(image: &[u8], r: &std::ops::Range<usize>) -> u32 {
+    u32::from_ne_bytes(image[r.start..r.start + 4].try_into().unwrap())
+}
+
+fn fixture(backing: Backing, policy: WhenFull, dir: &TempDir) -> Fixture {
+    let cfg = config(policy);
+    let (store, file, shm) = match backing {
+        Backing::Anon => (Store::anonymous(&cfg).unwrap(), None, None),
+        Backing::File => {
+            let p = dir.file(&common::unique("f"));
+            (Store::create_file(&p, &cfg).unwrap(), Some(p), None)
+        }
+        Backing::Shm => {
+            let n = ShmName::new("hostile");
+            (Store::create(&n.0, &cfg).unwrap(), None, Some(n))
+        }
+    };
+    let (kept, expired, deleted) = populate(&store);
+    assert!(store.stats().tombstones > 0, "fixture has tombstones");
+    let parts = store.layout_map();
+    let image = snapshot(&store);
+    // Where each kept key lives: the FULL slot whose key bytes are the key.
+    let mut ctrl = BTreeMap::new();
+    for p in &parts {
+        if p.kind == PartKind::ControlBytes {
+            ctrl.insert(p.shard.unwrap(), p.range.clone());
+        }
+    }
+    let mut slots = BTreeMap::new();
+    let mut key_len = BTreeMap::new();
+    for p in &parts {
+        let at = (p.shard, p.slot);
+        match p.kind {
+            PartKind::Slot(SlotField::KeyLen) => {
+                key_len.insert(at, u32_at(&image, &p.range) as usize);
+            }
+            PartKind::Slot(SlotField::Key) => {
+                let (s, i) = (p.shard.unwrap(), p.slot.unwrap());
+                if image[ctrl[&s].start + i as usize] & 0x80 != 0 {
+                    let n = key_len[&at];
+                    slots.insert(image[p.range.start..p.range.start + n].to_vec(), (s, i));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Under WhenFull::Evict, later inserts may have evicted earlier keys.
+    let live = kept
+        .into_iter()
+        .filter(|k| slots.contains_key(k))
+        .map(|k| {
+            let (shard, slot) = slots[&k];
+            let i: usize = String::from_utf8_lossy(&k)
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            Live {
+                value: value(i),
+                key: k,
+                shard,
+                slot,
+            }
+        })
+        .collect::<Vec<_>>();
+    assert!(live.len() > 40, "fixture holds {} live keys", live.len());
+    assert!(live.iter().any(|l| l.shard == 0) && live.iter().any(|l| l.shard == 1));
+    let store = match backing {
+        Backing::Anon => Some(store),
+        _ => {
+            drop(store);
+            None
+        }
+    };
+    Fixture {
+        backing,
+        store,
+        file,
+        shm,
+        parts,
+        live,
+        expired,
+        deleted,
+        counters: COUNTERS.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        image,
+    }
+}
+
+impl Fixture {
+    fn parts(&self, f: impl Fn(&RegionPart) -> bool) -> Vec<&RegionPart> {
+        self.parts.iter().filter(|p| f(p)).collect()
+    }
+    fn part(&self, kind: PartKind, shard: Option<u32>, slot: Option<u32>) -> &RegionPart {
+        self.parts
+            .iter()
+            .find(|p| p.kind == kind && p.shard == shard && p.slot == slot)
+            .unwrap_or_else(|| panic!("no part {kind:?} {shard:?} {slot:?}"))
+    }
+    fn slot_part(&self, l: &Live, f: SlotField) -> &RegionPart {
+        self.part(PartKind::Slot(f), Some(l.shard), Some(l.slot))
+    }
+    fn shard_part(&self, kind: PartKind, shard: u32) -> &RegionPart {
+        self.part(kind, Some(shard), None)
+    }
+    fn slots_per_shard(&self) -> u32 {
+        self.shard_part(PartKind::ControlBytes, 0).range.len() as u32
+    }
+    /// A live key chosen by `rng`, satisfying `f`.
+    fn pick(&self, rng: &mut Rng, f: impl Fn(&Live) -> bool) -> Live {
+        let c: Vec<_> = self.live.iter().filter(|l| f(l)).collect();
+        assert!(!c.is_empty(), "no live key fits");
+        c[rng.below(c.len())].clone()
+    }
+    fn open(&self) -> shmstate::Result<Store> {
+        match self.backing {
+            Backing::Anon => Ok(self.store.clone().expect("anonymous handle")),
+            Backing::File => Store::open_file(self.file.as_ref().unwrap()),
+            Backing::Shm => Store::open(&self.shm.as_ref().unwrap().0),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans: what a scenario writes and what it may then expect
+
+#[derive(Clone, Debug)]
+enum Intact {
+    /// Every live key reads its exact value.
+    All,
+    /// Every live key but this one.
+    AllBut(Vec<u8>),
+    /// Every live key outside this shard.
+    OtherShards(u32),
+    Nothing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    Fails,
+    Passes,
+    Any,
+}
+
+#[derive(Clone, Debug)]
+enum Target {
+    Exact,
+    Absent,
+    Corrupted,
+    Len(usize),
+    /// Absent, or a value (the slot now holds some other key or length).
+    NotExact,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Recovery {
+    None,
+    /// `clear()` succeeds and leaves the region verify-clean.
+    Clear,
+    /// Dropping the handle and reopening as the sole user leaves it verify-clean.
+    Reopen,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reopen {
+    No,
+    MustFail,
+    MustSucceed,
+}
+
+#[derive(Clone, Debug)]
+struct Plan {
+    writes: Vec<(usize, Vec<u8>)>,
+    /// Where the child writes its own thread id (as a mutex's lock word).
+    own_tid_at: Option<usize>,
+    intact: Intact,
+    target: Option<(Live, Target)>,
+    /// Also check that the value `get` returns is accepted as `compare_and_swap`'s `expected`.
+    target_cas: bool,
+    verify: Expect,
+    recovery: Recovery,
+    reopen: Reopen,
+}
+
+impl Plan {
+    fn new() -> Self {
+        Plan {
+            writes: Vec::new(),
+            own_tid_at: None,
+            intact: Intact::All,
+            target: None,
+            target_cas: false,
+            verify: Expect::Any,
+            recovery: Recovery::None,
+            reopen: Reopen::No,
+        }
+    }
+    fn write(mut self, off: usize, bytes: impl Into<Vec<u8>>) -> Self {
+        self.writes.push((off, bytes.into()));
+        self
+    }
+    fn fill(self, p: &RegionPart, b: u8) -> Self {
+        let n = p.range.len();
+        self.write(p.range.start, vec![b; n])
+    }
+    fn random(self, p: &RegionPart, rng: &mut Rng) -> Self {
+        let n = p.range.len();
+        self.write(p.range.start, rng.bytes(n))
+    }
+    fn u32(self, p: &RegionPart, v: u32) -> Self {
+        self.write(p.range.start, v.to_ne_bytes())
+    }
+    fn u64(self, p: &RegionPart, v: u64) -> Self {
+        self.write(p.range.start, v.to_ne_bytes())
+    }
+    fn intact(mut self, i: Intact) -> Self {
+        self.intact = i;
+        self
+    }
+    fn target(mut self, l: &Live, t: Target) -> Self {
+        self.target = Some((l.clone(), t));
+        self
+    }
+    fn cas(mut self) -> Self {
+        self.target_cas = true;
+        self
+    }
+    fn verify(mut self, e: Expect) -> Self {
+        self.verify = e;
+        self
+    }
+    fn recovery(mut self, r: Recovery) -> Self {
+        self.recovery = r;
+        self
+    }
+    fn reopen(mut self, r: Reopen) -> Self {
+        self.reopen = r;
+        self
+    }
+}
+
+/// Builds a scenario's plan against its freshly populated region.
+type Build = dyn Fn(&Fixture, &mut Rng) -> Plan;
+
+/// One scenario: a name, a region to build, and the plan built against it.
+struct Scenario {
+    name: String,
+    backing: Backing,
+    policy: WhenFull,
+    build: Box<Build>,
+}
+
+fn sc(
+    name: impl Into<String>,
+    backing: Backing,
+    build: impl Fn(&Fixture, &mut Rng) -> Plan + 'static,
+) -> Scenario {
+    Scenario {
+        name: name.into(),
+        backing,
+        policy: WhenFull::Refuse,
+        build: Box::new(build),
+    }
+}
+
+fn evicting(mut s: Scenario) -> Scenario {
+    s.policy = WhenFull::Evict;
+    s.name.push_str("/evict");
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running scenarios
+
+/// Outcomes of one kind's scenarios: (operation, outcome) -> count.
+#[derive(Default)]
+struct Tally(BTreeMap<(String, String), u64>);
+
+impl Tally {
+    fn rec<T>(&mut self, op: &str, r: &shmstate::Result<T>) {
+        let outcome = match r {
+            Ok(_) => "Ok".to_string(),
+            Err(e) => err_kind(e),
+        };
+        *self.0.entry((op.to_string(), outcome)).or_default() += 1;
+    }
+    fn ok<T>(&mut self, op: &str, v: T) {
+        self.rec(op, &Ok(v));
+    }
+    fn encode(&self) -> String {
+        self.0
+            .iter()
+            .map(|((op, o), n)| format!("{op}\t{o}\t{n}\n"))
+            .collect()
+    }
+    fn absorb(&mut self, text: &str) {
+        for line in text.lines() {
+            let mut f = line.split('\t');
+            let (op, o, n) = (f.next(), f.next(), f.next());
+            let (Some(op), Some(o), Some(n)) = (op, o, n) else {
+                panic!("bad tally line {line:?}")
+            };
+            *self.0.entry((op.into(), o.into())).or_default() += n.parse::<u64>().unwrap();
+        }
+    }
+    fn print(&self, kind: &str, scenarios: usize) {
+        let mut by_outcome: BTreeMap<&str, (u64, Vec<&str>)> = BTreeMap::new();
+        for ((op, o), n) in &self.0 {
+            let e = by_outcome.entry(o).or_default();
+            e.0 += n;
+            if o != "Ok" && !e.1.contains(&op.as_str()) {
+                e.1.push(op);
+            }
+        }
+        let total: u64 = by_outcome.values().map(|e| e.0).sum();
+        println!("  {kind}: {scenarios} scenarios, {total} operations returned:");
+        for (o, (n, ops)) in by_outcome {
+            if ops.is_empty() {
+                println!("    {o:<14} {n:>6}");
+            } else {
+                println!("    {o:<14} {n:>6}  ({})", ops.join(", "));
+            }
+        }
+    }
+}
+
+fn err_kind(e: &shmstate::Error) -> String {
+    let d = format!("{e:?}");
+    d.split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Runs every scenario of one kind; panics (failing the kind) listing the failed scenarios.
+fn run_kind(kind: &str, scenarios: Vec<Scenario>) {
+    let dir = TempDir::new("hostile");
+    let mut tally = Tally::default();
+    let mut failed = Vec::new();
+    let n = scenarios.len();
+    for s in scenarios {
+        let fx = fixture(s.backing, s.policy, &dir);
+        let mut rng = Rng::new(&s.name);
+        let plan = (s.build)(&fx, &mut rng);
+        let (r, w) = pipe();
+        let name = s.name.clone();
+        let pid = spawn(|| {
+            close(r);
+            let mut t = Tally::default();
+            child(&name, &fx, &plan, &mut t);
+            let text = t.encode();
+            // SAFETY: valid buffer of `text.len()` bytes; `w` is our pipe's write end.
+            let n = unsafe { libc::write(w, text.as_ptr().cast(), text.len()) };
+            assert_eq!(n, text.len() as isize, "tally written whole");
+        });
+        close(w);
+        let exit = catch_unwind(AssertUnwindSafe(|| wait(pid, WATCHDOG)));
+        let text = read_all(r);
+        close(r);
+        match exit {
+            Ok(Exit::Code(0)) => tally.absorb(&text),
+            Ok(Exit::Code(101)) => failed.push(format!("{} (panicked)", s.name)),
+            Ok(Exit::Code(c)) => failed.push(format!("{} (exit {c})", s.name)),
+            Ok(Exit::Signal(sig)) => failed.push(format!("{} (killed by signal {sig})", s.name)),
+            Err(_) => failed.push(format!("{} (hang: killed after {WATCHDOG:?})", s.name)),
+        }
+    }
+    tally.print(kind, n);
+    assert!(
+        failed.is_empty(),
+        "{kind}: failed scenarios:\n  {}",
+        failed.join("\n  ")
+    );
+}
+
+fn read_all(fd: i32) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: valid buffer; `fd` is our pipe's read end (the writer has exited).
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Writes the plan's bytes into the region.
+fn scribble(store: &Store, writes: &[(usize, Vec<u8>)]) {
+    // SAFETY: the pointer covers `len` mapped bytes while `store` lives.
+    let (base, len) = unsafe { store.raw_region() };
+    for (off, bytes) in writes {
+        assert!(off + bytes.len() <= len, "write out of the region");
+        // SAFETY: in bounds (checked above); this process is single-threaded and the parent
+        // only waits, so no one accesses these bytes concurrently.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(*off), bytes.len()) };
+    }
+}
+
+/// The child: scribble, check what the plan promises, call every operation.
+fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
+    let fail = |what: String| -> ! { panic!("scenario {name}: {what}") };
+    let store = fx
+        .open()
+        .unwrap_or_else(|e| fail(format!("opening the intact region: {e}")));
+    scribble(&store, &plan.writes);
+    if let Some(off) = plan.own_tid_at {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        scribble(&store, &[(off, tid.to_ne_bytes().to_vec())]);
+    }
+
+    // 1. Keys whose bytes were not touched read their exact values (no lock taken).
+    for l in &fx.live {
+        let keep = match &plan.intact {
+            Intact::All => true,
+            Intact::AllBut(k) => *k != l.key,
+            Intact::OtherShards(s) => l.shard != *s,
+            Intact::Nothing => false,
+        };
+        if keep {
+            match store.get(&l.key) {
+                Ok(Some(v)) if v == l.value => {}
+                other => fail(format!(
+                    "untouched key {:?} (shard {} slot {}) read {other:?}, not {:?}",
+                    String::from_utf8_lossy(&l.key),
+                    l.shard,
+                    l.slot,
+                    l.value
+                )),
+            }
+        }
+    }
+    // 2. The key whose slot was hit.
+    if let Some((l, want)) = &plan.target {
+        let got = store.get(&l.key);
+        let ok = match (want, &got) {
+            (Target::Exact, Ok(Some(v))) => *v == l.value,
+            (Target::Absent, Ok(None)) => true,
+            (Target::Corrupted, Err(shmstate::Error::Corrupted { .. })) => true,
+            (Target::Len(n), Ok(Some(v))) => v.len() == *n,
+            (Target::NotExact, Ok(None)) => true,
+            (Target::NotExact, Ok(Some(v))) => *v != l.value,
+            _ => false,
+        };
+        if !ok {
+            fail(format!(
+                "target key {:?}: expected {want:?}, got {got:?}",
+                String::from_utf8_lossy(&l.key)
+            ));
+        }
+        if plan.target_cas {
+            let Ok(Some(v)) = got else { unreachable!() };
+            let r = store.compare_and_swap(&l.key, Some(&v), Some(&v), None);
+            if !matches!(r, Ok(true)) {
+                fail(format!(
+                    "compare_and_swap with the value get returned ({v:?}) gave {r:?}"
+                ));
+            }
+        }
+    }
+    // 3. verify reports the problem (or does not invent one).
+    match (plan.verify, store.verify()) {
+        (Expect::Fails, Ok(rep)) if rep.is_ok() => fail("verify found nothing".into()),
+        (Expect::Passes, Ok(rep)) if !rep.is_ok() => fail(format!("verify: {rep}")),
+        (Expect::Any, _) | (_, Ok(_)) => {}
+        (_, Err(e)) => fail(format!("verify failed: {e}")),
+    }
+    // 4. Every operation returns.
+    let cleared = exercise(&store, fx, plan, t, "");
+    // 5. The documented recovery.
+    if plan.recovery == Recovery::Clear {
+        if let Err(e) = cleared {
+            fail(format!("clear failed: {e}"));
+        }
+        let rep = store.verify().unwrap();
+        if !rep.is_ok() {
+            fail(format!("not clean after clear: {rep}"));
+        }
+        roundtrip(&store, fx, plan).unwrap_or_else(|e| fail(e));
+    }
+    drop(store);
+    if plan.recovery == Recovery::Reopen {
+        let s = fx.open().unwrap_or_else(|e| fail(format!("reopen: {e}")));
+        let rep = s.verify().unwrap();
+        if !rep.is_ok() {
+            fail(format!("not clean after reopening: {rep}"));
+        }
+        roundtrip(&s, fx, plan).unwrap_or_else(|e| fail(e));
+    }
+    // 6. Reopening the damaged region (header scenarios).
+    let reopened = match plan.reopen {
+        Reopen::No => return,
+        _ => fx.open(),
+    };
+    match (plan.reopen, reopened) {
+        (Reopen::MustFail, Ok(_)) => fail("a region with this header was opened".into()),
+        (Reopen::MustSucceed, Err(e)) => fail(format!("reopen refused: {e}")),
+        (_, Err(e)) => t.rec::<()>("reopen", &Err(e)),
+        (_, Ok(s)) => {
+            t.ok("reopen", ());
+            let _ = exercise(&s, fx, plan, t, "reopened.");
+        }
+    }
+}
+
+/// After recovery: a write and read on the target key's shard (or shard 0) work.
+fn roundtrip(store: &Store, fx: &Fixture, plan: &Plan) -> Result<(), String> {
+    let k = plan
+        .target
+        .as_ref()
+        .map_or_else(|| fx.live[0].key.clone(), |(l, _)| l.key.clone());
+    store
+        .set(&k, b"after recovery", None)
+        .map_err(|e| format!("set after recovery: {e}"))?;
+    match store.get(&k) {
+        Ok(Some(v)) if v == b"after recovery" => Ok(()),
+        other => Err(format!("get after recovery: {other:?}")),
+    }
+}
+
+/// Calls every operation once or more and records what each returned. Returns what `clear`
+/// (the last write) returned.
+fn exercise(
+    store: &Store,
+    fx: &Fixture,
+    plan: &Plan,
+    t: &mut Tally,
+    pre: &str,
+) -> shmstate::Result<u64> {
+    let op = |s: &str| format!("{pre}{s}");
+    let mut keys: Vec<Vec<u8>> = fx.live.iter().take(6).map(|l| l.key.clone()).collect();
+    if let Some((l, _)) = &plan.target {
+        keys.push(l.key.clone());
+    }
+    keys.extend(fx.expired.iter().take(2).cloned());
+    keys.extend(fx.deleted.iter().take(2).cloned());
+    keys.push(b"missing".to_vec());
+    keys.push(Vec::new());
+    keys.push(vec![0xff; MAX_KEY]);
+    let mut buf = Vec::with_capacity(64);
+    for k in &keys {
+        t.rec(&op("get"), &store.get(k));
+        t.rec(&op("get_into"), &store.get_into(k, &mut buf));
+        t.rec(&op("contains"), &store.contains(k));
+        t.rec(&op("ttl"), &store.ttl(k));
+    }
+    let hour = Some(Duration::from_secs(3600));
+    let a = &fx.live[1].key;
+    let b = &fx.live[2].key;
+    let int_key = fx
+        .live
+        .iter()
+        .find(|l| std::str::from_utf8(&l.value).is_ok_and(|s| s.parse::<i64>().is_ok()));
+    let target = plan.target.as_ref().map(|(l, _)| l.key.clone());
+    t.rec(&op("set"), &store.set(b"new-key", b"new value", hour));
+    t.rec(&op("set"), &store.set(a, b"overwritten", None));
+    t.rec(
+        &op("set"),
+        &store.set(&[b'x'; MAX_KEY], &[b'y'; MAX_VAL], None),
+    );
+    if let Some(k) = &target {
+        t.rec(&op("set"), &store.set(k, b"target overwritten", hour));
+    }
+    t.rec(&op("add"), &store.add(b"added", b"1", None));
+    t.rec(&op("add"), &store.add(b, b"2", None));
+    t.rec(&op("replace"), &store.replace(b, b"replaced", None));
+    t.rec(&op("replace"), &store.replace(b"never-there", b"x", None));
+    t.rec(
+        &op("compare_and_swap"),
+        &store.compare_and_swap(b, Some(b"replaced"), Some(b"swapped"), None),
+    );
+    t.rec(
+        &op("compare_and_swap"),
+        &store.compare_and_swap(b"cas-new", None, Some(b"created"), hour),
+    );
+    t.rec(
+        &op("compare_and_swap"),
+        &store.compare_and_swap(b"cas-new", Some(b"created"), None, None),
+    );
+    t.rec(&op("incr"), &store.incr(b"incr-new", 5, hour));
+    if let Some(l) = int_key {
+        t.rec(&op("incr"), &store.incr(&l.key, -7, None));
+    }
+    t.rec(&op("incr"), &store.incr(a, 1, None)); // not an integer
+    t.rec(&op("expire"), &store.expire(b, hour));
+    t.rec(&op("expire"), &store.expire(b, None));
+    if let Some(k) = &target {
+        t.rec(&op("expire"), &store.expire(k, hour));
+        t.rec(&op("delete"), &store.delete(k));
+    }
+    t.rec(&op("delete"), &store.delete(&fx.live[3].key));
+    t.rec(&op("delete"), &store.delete(b"missing"));
+    t.rec(&op("flush_expired"), &store.flush_expired());
+    let (mut cursor, mut pages) = (Some(0), 0);
+    while let Some(c) = cursor {
+        let r = store.scan(c, b"", 7);
+        t.rec(&op("scan"), &r);
+        match r {
+            Ok((keys, next)) => {
+                assert!(keys.len() <= 7, "scan page longer than its limit");
+                assert!(next.is_none_or(|n| n > c), "scan cursor went back");
+                cursor = next;
+            }
+            Err(_) => break,
+        }
+        pages += 1;
+        assert!(pages < 10_000, "scan does not end");
+    }
+    t.rec(&op("scan"), &store.scan(u64::MAX, b"key", 1));
+    t.rec(&op("delete_prefix"), &store.delete_prefix(b"key:00"));
+    let n = store.len();
+    t.ok(&op("len"), n);
+    t.ok(&op("is_empty"), store.is_empty());
+    for (name, _) in &fx.counters {
+        let c = store.counter(name);
+        if let Ok(c) = &c {
+            c.add(1);
+            c.get();
+        }
+        t.rec(&op("counter"), &c);
+    }
+    t.rec(&op("counter"), &store.counter("brand-new"));
+    t.rec(&op("counters"), &store.counters());
+    t.ok(&op("stats"), store.stats());
+    t.rec(&op("prometheus"), &shmstate::prometheus(store));
+    t.rec(&op("verify"), &store.verify());
+    let cleared = store.clear();
+    t.rec(&op("clear"), &cleared);
+    t.rec(&op("verify"), &store.verify());
+    t.rec(&op("set"), &store.set(b"after-clear", b"v", None));
+    cleared
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario kinds
+
+/// Header fields: (name, width, checked by verify, reopen refused when changed).
+const HEADER: [(&str, usize, bool, bool); 19] = [
+    ("magic", 8, true, true),
+    ("version", 4, true, true),
+    ("init_state", 4, false, true),
+    ("fingerprint", 8, true, true),
+    ("total_len", 8, true, true),
+    ("seed0", 8, true, false),
+    ("seed1", 8, true, false),
+    ("capacity", 8, true, false),
+    ("shards", 4, true, true),
+    ("groups_per_shard", 4, true, true),
+    ("max_key_len", 4, true, true),
+    ("max_value_len", 4, true, true),
+    ("max_counters", 4, true, true),
+    ("policy", 4, true, false),
+    ("stat_slots", 4, true, true),
+    ("lock_timeout_ms", 4, true, false),
+    ("generation", 8, false, false),
+    ("created_ms", 8, false, false),
+    ("creator_pid", 4, false, false),
+];
+
+fn header() {
+    let mut v = Vec::new();
+    for (i, (field, width, checked, refused)) in HEADER.into_iter().enumerate() {
+        let max = if width == 4 {
+            u64::from(u32::MAX)
+        } else {
+            u64::MAX
+        };
+        // Named regions for a few fields (Store::open), files for the rest (Store::open_file).
+        let backing = if i % 4 == 0 {
+            Backing::Shm
+        } else {
+            Backing::File
+        };
+        for (label, val) in [
+            ("0", Some(0)),
+            ("1", Some(1)),
+            ("max", Some(max)),
+            ("rand", None),
+        ] {
+            v.push(sc(format!("{field}={label}"), backing, move |fx, rng| {
+                let p = fx.part(PartKind::Header(field), None, None);
+                let old = &fx.image[p.range.clone()];
+                let bytes = match val {
+                    Some(x) => x.to_ne_bytes()[..width].to_vec(),
+                    None => rng.bytes(width),
+                };
+                let changed = bytes != old;
+                let num = {
+                    let mut b = [0u8; 8];
+                    b[..width].copy_from_slice(&bytes);
+                    u64::from_ne_bytes(b)
+                };
+                // Values the header check accepts (the layout does not depend on them).
+                let valid = match field {
+                    "policy" => num <= 1,
+                    "lock_timeout_ms" => (1..=3_600_000).contains(&num),
+                    "capacity" => (1..=1 << 32).contains(&num),
+                    _ => !refused,
+                };
+                Plan::new()
+                    .write(p.range.start, bytes)
+                    .verify(if checked && changed {
+                        Expect::Fails
+                    } else {
+                        Expect::Passes
+                    })
+                    .reopen(if !changed || valid {
+                        Reopen::MustSucceed
+                    } else {
+                        Reopen::MustFail
+                    })
+            }));
+        }
+    }
+    v.push(sc("whole header 0xff", Backing::File, |fx, _| {
+        let mut p = Plan::new().verify(Expect::Fails).reopen(Reopen::MustFail);
+        for part in fx.parts(|p| matches!(p.kind, PartKind::Header(_))) {
+            p = p.fill(part, 0xff);
+        }
+        p
+    }));
+    v.push(sc("whole header zero", Backing::Shm, |fx, _| {
+        let mut p = Plan::new().verify(Expect::Fails).reopen(Reopen::MustFail);
+        for part in fx.parts(|p| matches!(p.kind, PartKind::Header(_))) {
+            p = p.fill(part, 0);
+        }
+        p
+    }));
+    v.push(sc("header random x3", Backing::File, |fx, rng| {
+        let mut p = Plan::new().verify(Expect::Fails).reopen(Reopen::MustFail);
+        for part in fx.parts(|p| matches!(p.kind, PartKind::Header(_))) {
+            p = p.random(part, rng);
+        }
+        p
+    }));
+    run_kind("header", v);
+}
+
+/// Byte patterns for a pthread mutex. The glibc x86-64 field offsets (lock word 0, owner 8,
+/// kind 16) are used for a few targeted values; on another libc they are just other bytes.
+/// A named way to fill a mutex's bytes.
+type MutexPattern = (&'static str, fn(&RegionPart, &mut Rng) -> Plan);
+
+fn mutex_patterns() -> Vec<MutexPattern> {
+    fn w32(p: &RegionPart, at: usize, v: u32) -> Plan {
+        Plan::new().write(p.range.start + at, v.to_ne_bytes())
+    }
+    vec![
+        ("zero", |p, _| Plan::new().fill(p, 0)),
+        ("0xff", |p, _| Plan::new().fill(p, 0xff)),
+        ("random-a", |p, r| Plan::new().random(p, r)),
+        ("random-b", |p, r| Plan::new().random(p, r)),
+        ("lock word = live other process", |p, _| {
+            w32(p, 0, std::os::unix::process::parent_id())
+        }),
+        ("lock word = own tid", |p, _| {
+            // SAFETY: gettid has no preconditions. (Computed in the parent: the child's tid
+            // differs, so this names a live thread of another process.)
+            w32(p, 0, unsafe { libc::gettid() } as u32)
+        }),
+        ("lock word = the locker's own tid", |p, _| {
+            let mut plan = Plan::new();
+            plan.own_tid_at = Some(p.range.start);
+            plan
+        }),
+        ("lock word = dead owner", |p, _| {
+            w32(p, 0, 0x4000_0000 | 0x3fff_fff0)
+        }),
+        ("lock word = 1 (taken, no owner)", |p, _| w32(p, 0, 1)),
+        ("owner = not recoverable", |p, _| w32(p, 8, 0x7fff_fffe)),
+        ("kind = garbage", |p, _| w32(p, 16, 0xdead_beef)),
+        ("kind = pi|robust", |p, _| w32(p, 16, 0x20 | 0x10 | 0x80)),
+        ("kind = pp", |p, _| w32(p, 16, 0x40 | 0x80)),
+    ]
+}
+
+fn registry_mutex() {
+    let v = mutex_patterns()
+        .into_iter()
+        .map(|(label, f)| {
+            sc(label, Backing::Anon, move |fx, rng| {
+                f(fx.part(PartKind::RegistryMutex, None, None), rng).verify(Expect::Passes)
+            })
+        })
+        .collect();
+    run_kind("registry_mutex", v);
+}
+
+fn counters() {
+    let mut v = Vec::new();
+    let fields = [
+        (CounterField::State, vec![0u64, 2, u64::from(u32::MAX)]),
+        (
+            CounterField::NameLen,
+            vec![0, 1, 112, 113, u64::from(u32::MAX)],
+        ),
+        (CounterField::Hash, vec![0, u64::MAX]),
+        (CounterField::Value, vec![0, u64::MAX, 1 << 63]),
+    ];
+    for (f, vals) in fields {
+        for val in vals {
+            v.push(sc(
+                format!("{f:?}={val:#x}"),
+                Backing::Anon,
+                move |fx, rng| {
+                    let i = rng.below(fx.counters.len()) as u32;
+                    // The counter record holding a registered name.
+                    let live: Vec<_> = fx
+                        .parts(|p| p.kind == PartKind::Counter(CounterField::State))
+                        .into_iter()
+                        .filter(|p| u32_at(&fx.image, &p.range) == 1)
+                        .collect();
+                    let rec = live[i as usize % live.len()].slot;
+                    let p = fx.part(PartKind::Counter(f), None, rec);
+                    let old = {
+                        let mut b = [0u8; 8];
+                        b[..p.range.len()].copy_from_slice(&fx.image[p.range.clone()]);
+                        u64::from_ne_bytes(b)
+                    };
+                    let plan = if p.range.len() == 4 {
+                        Plan::new().u32(p, val as u32)
+                    } else {
+                        Plan::new().u64(p, val)
+                    };
+                    let same =
+                        (val & if p.range.len() == 4 {
+                            0xffff_ffff
+                        } else {
+                            u64::MAX
+                        }) == old;
+                    plan.verify(match f {
+                        _ if same => Expect::Passes,
+                        CounterField::Value => Expect::Passes,
+                        CounterField::State if val == 0 => Expect::Passes, // now EMPTY: gone
+                        _ => Expect::Fails,
+                    })
+                },
+            ));
+        }
+    }
+    v.push(sc("name bytes random", Backing::Anon, |fx, rng| {
+        let rec = fx
+            .parts(|p| p.kind == PartKind::Counter(CounterField::State))
+            .into_iter()
+            .find(|p| u32_at(&fx.image, &p.range) == 1)
+            .unwrap()
+            .slot;
+        let p = fx.part(PartKind::Counter(CounterField::Name), None, rec);
+        Plan::new().random(p, rng).verify(Expect::Fails)
+    }));
+    v.push(sc("empty record made live", Backing::Anon, |fx, rng| {
+        let rec = fx
+            .parts(|p| p.kind == PartKind::Counter(CounterField::State))
+            .into_iter()
+            .find(|p| u32_at(&fx.image, &p.range) == 0)
+            .unwrap()
+            .slot;
+        let mut plan = Plan::new().u32(
+            fx.part(PartKind::Counter(CounterField::State), None, rec),
+            1,
+        );
+        for f in [
+            CounterField::NameLen,
+            CounterField::Hash,
+            CounterField::Name,
+        ] {
+            plan = plan.random(fx.part(PartKind::Counter(f), None, rec), rng);
+        }
+        plan.verify(Expect::Fails)
+    }));
+    for b in [0u8, 0xff] {
+        v.push(sc(
+            format!("all records {b:#x}"),
+            Backing::Anon,
+            move |fx, _| {
+                let mut plan = Plan::new().verify(if b == 0 {
+                    Expect::Passes
+                } else {
+                    Expect::Fails
+                });
+                for p in fx.parts(|p| matches!(p.kind, PartKind::Counter(_))) {
+                    plan = plan.fill(p, b);
+                }
+                plan
+            },
+        ));
+    }
+    run_kind("counters", v);
+}
+
+fn stat_slots() {
+    let mut v = Vec::new();
+    for b in [0u8, 0xff] {
+        v.push(sc(format!("all {b:#x}"), Backing::Anon, move |fx, _| {
+            let mut plan = Plan::new().verify(Expect::Passes);
+            for p in fx.parts(|p| p.kind == PartKind::StatSlot) {
+                plan = plan.fill(p, b);
+            }
+            plan
+        }));
+    }
+    v.push(sc("owners = live other process", Backing::Anon, |fx, _| {
+        let mut plan = Plan::new().verify(Expect::Passes);
+        for p in fx.parts(|p| p.kind == PartKind::StatSlot) {
+            plan = plan.u32(p, std::os::unix::process::parent_id());
+        }
+        plan
+    }));
+    for k in 0..3 {
+        v.push(sc(format!("random-{k}"), Backing::Anon, |fx, rng| {
+            let slots = fx.parts(|p| p.kind == PartKind::StatSlot);
+            let mut plan = Plan::new().verify(Expect::Passes);
+            for _ in 0..8 {
+                plan = plan.random(slots[rng.below(slots.len())], rng);
+            }
+            plan
+        }));
+    }
+    run_kind("stat_slots", v);
+}
+
+fn scratch_slots() {
+    let mut v = Vec::new();
+    for k in 0..3 {
+        v.push(sc(
+            format!("thread scratch random-{k}"),
+            Backing::Anon,
+            |fx, rng| {
+                let parts = fx.parts(|p| matches!(p.kind, PartKind::ThreadScratch(_)));
+                let mut plan = Plan::new().verify(Expect::Passes);
+                for _ in 0..32 {
+                    plan = plan.random(parts[rng.below(parts.len())], rng);
+                }
+                plan
+            },
+        ));
+    }
+    for b in [0u8, 0xff] {
+        v.push(sc(
+            format!("all scratch {b:#x}"),
+            Backing::Anon,
+            move |fx, _| {
+                let mut plan = Plan::new().verify(Expect::Passes);
+                for p in fx.parts(|p| {
+                    matches!(
+                        p.kind,
+                        PartKind::ThreadScratch(_) | PartKind::ShardScratch(_)
+                    )
+                }) {
+                    plan = plan.fill(p, b);
+                }
+                plan
+            },
+        ));
+    }
+    v.push(sc("shard scratch lengths huge", Backing::Anon, |fx, _| {
+        let mut plan = Plan::new().verify(Expect::Passes);
+        for s in 0..2 {
+            for f in [SlotField::KeyLen, SlotField::ValLen, SlotField::Seq] {
+                plan = plan.u32(fx.shard_part(PartKind::ShardScratch(f), s), u32::MAX);
+            }
+        }
+        plan
+    }));
+    run_kind("scratch_slots", v);
+}
+
+fn shard_mutex() {
+    let mut v = Vec::new();
+    for (k, (label, f)) in mutex_patterns().into_iter().enumerate() {
+        let backing = if k % 3 == 0 {
+            Backing::File
+        } else {
+            Backing::Anon
+        };
+        v.push(sc(label, backing, move |fx, rng| {
+            let s = rng.below(2) as u32;
+            let t = fx.pick(rng, |l| l.shard == s);
+            f(fx.shard_part(PartKind::ShardMutex, s), rng)
+                .target(&t, Target::Exact)
+                .recovery(if backing == Backing::File {
+                    Recovery::Reopen
+                } else {
+                    Recovery::None
+                })
+        }));
+    }
+    v.push(sc("both shard mutexes random", Backing::File, |fx, rng| {
+        Plan::new()
+            .random(fx.shard_part(PartKind::ShardMutex, 0), rng)
+            .random(fx.shard_part(PartKind::ShardMutex, 1), rng)
+            .recovery(Recovery::Reopen)
+    }));
+    run_kind("shard_mutex", v);
+}
+
+fn rec(fx: &Fixture, s: u32, f: RepairField) -> RegionPart {
+    fx.shard_part(PartKind::Repair(f), s).clone()
+}
+
+/// A shard and one of its live keys.
+fn busy(fx: &Fixture, rng: &mut Rng) -> (u32, Live) {
+    let s = rng.below(2) as u32;
+    (s, fx.pick(rng, |l| l.shard == s))
+}
+
+fn repair_record() {
+    let mut v = Vec::new();
+    // Broken records: every lock of the shard fails until `clear` rebuilds it.
+    for op in [3u32, 0xff, u32::MAX] {
+        v.push(sc(format!("op={op:#x}"), Backing::Anon, move |fx, rng| {
+            let (s, _) = busy(fx, rng);
+            Plan::new()
+                .u32(&rec(fx, s, RepairField::Op), op)
+                .verify(Expect::Fails)
+                .recovery(Recovery::Clear)
+        }));
+    }
+    let n = 80u32; // slots per shard in this configuration (checked below)
+    for target in [n, n + 1, u32::MAX] {
+        v.push(sc(
+            format!("REDO_PUT target={target:#x}"),
+            Backing::Anon,
+            move |fx, rng| {
+                assert_eq!(fx.slots_per_shard(), n);
+                let (s, _) = busy(fx, rng);
+                Plan::new()
+                    .u32(&rec(fx, s, RepairField::Op), 1)
+                    .u32(&rec(fx, s, RepairField::Target), target)
+                    .u32(&rec(fx, s, RepairField::Tag), 0x85)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    for tag in [0u32, 1, 0x7f, 0x100, u32::MAX] {
+        v.push(sc(
+            format!("REDO_PUT tag={tag:#x}"),
+            Backing::Anon,
+            move |fx, rng| {
+                let (s, t) = busy(fx, rng);
+                Plan::new()
+                    .u32(&rec(fx, s, RepairField::Op), 1)
+                    .u32(&rec(fx, s, RepairField::Target), t.slot)
+                    .u32(&rec(fx, s, RepairField::Tag), tag)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    for scratch in [256u32, 257, u32::MAX] {
+        v.push(sc(
+            format!("REDO_PUT scratch={scratch:#x}"),
+            Backing::Anon,
+            move |fx, rng| {
+                let (s, t) = busy(fx, rng);
+                Plan::new()
+                    .u32(&rec(fx, s, RepairField::Op), 1)
+                    .u32(&rec(fx, s, RepairField::Target), t.slot)
+                    .u32(&rec(fx, s, RepairField::Tag), 0x80)
+                    .u32(&rec(fx, s, RepairField::Scratch), scratch)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    for (f, len) in [
+        (SlotField::KeyLen, MAX_KEY as u32 + 1),
+        (SlotField::KeyLen, 16),
+        (SlotField::KeyLen, u32::MAX),
+        (SlotField::ValLen, MAX_VAL as u32 + 1),
+        (SlotField::ValLen, 32),
+        (SlotField::ValLen, u32::MAX),
+    ] {
+        for thread in [false, true] {
+            let name = format!(
+                "REDO_PUT {} scratch {f:?}={len:#x}",
+                if thread { "thread" } else { "shard" }
+            );
+            v.push(sc(name, Backing::Anon, move |fx, rng| {
+                let (s, t) = busy(fx, rng);
+                let (idx, sp) = if thread {
+                    let i = 1 + rng.below(255) as u32;
+                    (
+                        i,
+                        fx.part(PartKind::ThreadScratch(f), None, Some(i)).clone(),
+                    )
+                } else {
+                    (0, fx.shard_part(PartKind::ShardScratch(f), s).clone())
+                };
+                Plan::new()
+                    .u32(&sp, len)
+                    .u32(&rec(fx, s, RepairField::Op), 1)
+                    .u32(&rec(fx, s, RepairField::Target), t.slot)
+                    .u32(&rec(fx, s, RepairField::Tag), 0x80)
+                    .u32(&rec(fx, s, RepairField::Scratch), idx)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear)
+            }));
+        }
+    }
+    // A well-formed redo of garbage: repair copies it (the record is the writer's word), and
+    // whatever lands in the slot is reported, never read out of bounds.
+    v.push(sc(
+        "REDO_PUT of a random scratch slot",
+        Backing::Anon,
+        |fx, rng| {
+            let (s, t) = busy(fx, rng);
+            let mut plan = Plan::new();
+            for f in [
+                SlotField::Key,
+                SlotField::Value,
+                SlotField::Expires,
+                SlotField::Seq,
+            ] {
+                plan = plan.random(fx.shard_part(PartKind::ShardScratch(f), s), rng);
+            }
+            plan.u32(
+                &fx.shard_part(PartKind::ShardScratch(SlotField::KeyLen), s)
+                    .clone(),
+                5,
+            )
+            .u32(
+                &fx.shard_part(PartKind::ShardScratch(SlotField::ValLen), s)
+                    .clone(),
+                9,
+            )
+            .u32(&rec(fx, s, RepairField::Op), 1)
+            .u32(&rec(fx, s, RepairField::Target), t.slot)
+            .u32(&rec(fx, s, RepairField::Tag), 0x80 | rng.below(128) as u32)
+            .u32(&rec(fx, s, RepairField::Scratch), 0)
+            .recovery(Recovery::Clear)
+        },
+    ));
+    v.push(sc("REDO_CLEAR", Backing::Anon, |fx, rng| {
+        let (s, _) = busy(fx, rng);
+        // The lock-free reads before any lock see the entries; the first locker clears.
+        Plan::new()
+            .u32(&rec(fx, s, RepairField::Op), 2)
+            .verify(Expect::Passes)
+            .recovery(Recovery::Clear)
+    }));
+    for touch in [n + 1, n + 2, u32::MAX] {
+        v.push(sc(
+            format!("touch={touch:#x}"),
+            Backing::Anon,
+            move |fx, rng| {
+                let (s, _) = busy(fx, rng);
+                Plan::new()
+                    .u32(&rec(fx, s, RepairField::Touch), touch)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    for touch in [1u32, n] {
+        v.push(sc(
+            format!("touch={touch} (in range)"),
+            Backing::Anon,
+            move |fx, rng| {
+                let (s, _) = busy(fx, rng);
+                Plan::new()
+                    .u32(&rec(fx, s, RepairField::Touch), touch)
+                    .verify(Expect::Passes)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    for k in 0..4 {
+        v.push(sc(
+            format!("random record-{k}"),
+            Backing::Anon,
+            |fx, rng| {
+                let (s, _) = busy(fx, rng);
+                let mut plan = Plan::new().recovery(Recovery::Clear);
+                for f in [
+                    RepairField::Op,
+                    RepairField::Target,
+                    RepairField::Tag,
+                    RepairField::Touch,
+                    RepairField::Scratch,
+                ] {
+                    // Small values are the interesting ones: valid ops, in-range slots.
+                    let x = match rng.below(3) {
+                        0 => rng.below(4) as u32,
+                        1 => rng.below(300) as u32,
+                        _ => rng.next() as u32,
+                    };
+                    plan = plan.u32(&rec(fx, s, f), x);
+                }
+                plan
+            },
+        ));
+    }
+    run_kind("repair_record", v);
+}
+
+fn counts() {
+    let mut v = Vec::new();
+    for f in [
+        CountField::Len,
+        CountField::Tombstones,
+        CountField::SweepCursor,
+    ] {
+        for (label, val) in [
+            ("0", Some(0u64)),
+            ("1", Some(1)),
+            ("max", Some(u64::MAX)),
+            ("rand", None),
+        ] {
+            v.push(sc(
+                format!("{f:?}={label}"),
+                Backing::Anon,
+                move |fx, rng| {
+                    let s = rng.below(2) as u32;
+                    let p = fx.shard_part(PartKind::Count(f), s);
+                    let val = val.unwrap_or_else(|| rng.next());
+                    let old = u64::from_ne_bytes(fx.image[p.range.clone()].try_into().unwrap());
+                    Plan::new()
+                        .u64(p, val)
+                        .verify(if f == CountField::SweepCursor || val == old {
+                            Expect::Passes
+                        } else {
+                            Expect::Fails
+                        })
+                        .recovery(Recovery::Clear)
+                },
+            ));
+        }
+    }
+    v.push(sc(
+        "regression: len = u64::MAX in every shard",
+        Backing::Anon,
+        |fx, _| {
+            let mut plan = Plan::new().verify(Expect::Fails).recovery(Recovery::Clear);
+            for p in fx.parts(|p| matches!(p.kind, PartKind::Count(_))) {
+                plan = plan.u64(p, u64::MAX);
+            }
+            plan
+        },
+    ));
+    run_kind("counts", v);
+}
+
+fn control_bytes() {
+    let mut v = Vec::new();
+    // A whole shard's control bytes.
+    for (label, b) in [
+        ("all FULL, one tag (probes never find EMPTY)", Some(0x80u8)),
+        ("all 0xff", Some(0xff)),
+        ("all DELETED", Some(0x01)),
+        ("all EMPTY", Some(0x00)),
+        ("all invalid 0x7f", Some(0x7f)),
+        ("random", None),
+    ] {
+        for evict in [false, true] {
+            let s = sc(label, Backing::Anon, move |fx, rng| {
+                let s = rng.below(2) as u32;
+                let p = fx.shard_part(PartKind::ControlBytes, s);
+                match b {
+                    Some(b) => Plan::new().fill(p, b),
+                    None => Plan::new().random(p, rng),
+                }
+                .intact(Intact::OtherShards(s))
+                .verify(Expect::Fails)
+                .recovery(Recovery::Clear)
+            });
+            v.push(if evict { evicting(s) } else { s });
+        }
+    }
+    // One key's control byte.
+    for (label, b) in [
+        ("EMPTY", 0x00u8),
+        ("DELETED", 0x01),
+        ("invalid 0x02", 0x02),
+        ("invalid 0x7f", 0x7f),
+        ("other FULL tag", 0),
+    ] {
+        v.push(sc(
+            format!("target {label}"),
+            Backing::Anon,
+            move |fx, rng| {
+                let t = fx.pick(rng, |_| true);
+                let p = fx.shard_part(PartKind::ControlBytes, t.shard);
+                let at = p.range.start + t.slot as usize;
+                let b = if b == 0 && label != "EMPTY" {
+                    0x80 | (fx.image[at].wrapping_add(1) & 0x7f) // another tag
+                } else {
+                    b
+                };
+                Plan::new()
+                    .write(at, [b])
+                    .intact(if b == 0 {
+                        Intact::OtherShards(t.shard) // an EMPTY byte ends other keys' probes
+                    } else {
+                        Intact::AllBut(t.key.clone())
+                    })
+                    .target(&t, Target::Absent)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    run_kind("control_bytes", v);
+}
+
+fn slot_header() {
+    let mut v = Vec::new();
+    let one = |name: String, f: SlotField, val: u64, target: Target, verify: Expect| {
+        sc(name, Backing::Anon, move |fx, rng| {
+            let t = fx.pick(rng, |l| !l.value.is_empty());
+            let p = fx.slot_part(&t, f);
+            let plan = if p.range.len() == 4 {
+                Plan::new().u32(p, val as u32)
+            } else {
+                Plan::new().u64(p, val)
+            };
+            plan.intact(Intact::AllBut(t.key.clone()))
+                .target(&t, target.clone())
+                .verify(verify)
+                .recovery(Recovery::Clear)
+        })
+    };
+    for (label, seq) in [
+        ("1", 1u64),
+        ("u32::MAX", u64::from(u32::MAX)),
+        ("odd", 12345),
+    ] {
+        v.push(one(
+            format!("seq={label} (odd: mid-write)"),
+            SlotField::Seq,
+            seq,
+            Target::Exact,
+            Expect::Fails,
+        ));
+    }
+    for seq in [0u64, 2, 0xffff_fffe] {
+        v.push(one(
+            format!("seq={seq:#x} (even)"),
+            SlotField::Seq,
+            seq,
+            Target::Exact,
+            Expect::Passes,
+        ));
+    }
+    for len in [MAX_KEY as u64 + 1, 16, 17, u64::from(u32::MAX)] {
+        v.push(one(
+            format!("key_len={len:#x} (over max)"),
+            SlotField::KeyLen,
+            len,
+            Target::Absent,
+            Expect::Fails,
+        ));
+    }
+    for len in [0u64, 1] {
+        v.push(one(
+            format!("key_len={len}"),
+            SlotField::KeyLen,
+            len,
+            Target::Absent,
+            Expect::Any,
+        ));
+    }
+    for len in [MAX_VAL as u64 + 1, 32, 33, 1 << 31, u64::from(u32::MAX)] {
+        v.push(one(
+            format!("val_len={len:#x} (over max)"),
+            SlotField::ValLen,
+            len,
+            Target::Corrupted,
+            Expect::Fails,
+        ));
+    }
+    for len in [0u64, 1, MAX_VAL as u64] {
+        v.push(one(
+            format!("val_len={len}"),
+            SlotField::ValLen,
+            len,
+            Target::Len(len as usize),
+            Expect::Passes,
+        ));
+    }
+    v.push(one(
+        "flags=max".into(),
+        SlotField::Flags,
+        u64::MAX,
+        Target::Exact,
+        Expect::Passes,
+    ));
+    v.push(one(
+        "expires=1 (expired)".into(),
+        SlotField::Expires,
+        1,
+        Target::Absent,
+        Expect::Passes,
+    ));
+    v.push(one(
+        "expires=max".into(),
+        SlotField::Expires,
+        u64::MAX,
+        Target::Exact,
+        Expect::Passes,
+    ));
+    v.push(sc("expires=0 then ttl", Backing::Anon, |fx, rng| {
+        let t = fx.pick(rng, |_| true);
+        Plan::new()
+            .u64(fx.slot_part(&t, SlotField::Expires), 0)
+            .target(&t, Target::Exact)
+            .intact(Intact::AllBut(t.key.clone()))
+            .verify(Expect::Passes)
+            .recovery(Recovery::Clear)
+    }));
+    for k in 0..4 {
+        v.push(sc(
+            format!("random header-{k}"),
+            Backing::Anon,
+            |fx, rng| {
+                let t = fx.pick(rng, |_| true);
+                let mut plan = Plan::new();
+                for f in [
+                    SlotField::Seq,
+                    SlotField::KeyLen,
+                    SlotField::ValLen,
+                    SlotField::Flags,
+                    SlotField::Expires,
+                ] {
+                    plan = plan.random(fx.slot_part(&t, f), rng);
+                }
+                plan.intact(Intact::AllBut(t.key.clone()))
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    for b in [0u8, 0xff] {
+        v.push(sc(
+            format!("every slot header of a shard {b:#x}"),
+            Backing::Anon,
+            move |fx, rng| {
+                let s = rng.below(2) as u32;
+                let mut plan = Plan::new()
+                    .intact(Intact::OtherShards(s))
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear);
+                for p in fx.parts(|p| {
+                    p.shard == Some(s)
+                        && matches!(
+                            p.kind,
+                            PartKind::Slot(
+                                SlotField::Seq
+                                    | SlotField::KeyLen
+                                    | SlotField::ValLen
+                                    | SlotField::Expires
+                            )
+                        )
+                }) {
+                    plan = plan.fill(p, b);
+                }
+                plan
+            },
+        ));
+    }
+    run_kind("slot_header", v);
+}
+
+fn key_value_bytes() {
+    let mut v = Vec::new();
+    for k in 0..3 {
+        v.push(sc(
+            format!("value bytes random-{k}"),
+            Backing::Anon,
+            |fx, rng| {
+                let t = fx.pick(rng, |l| l.value.len() >= 4);
+                let p = fx.slot_part(&t, SlotField::Value);
+                // Inside the value: same length, other bytes.
+                let n = t.value.len();
+                Plan::new()
+                    .write(p.range.start, rng.bytes(n))
+                    .intact(Intact::AllBut(t.key.clone()))
+                    .target(&t, Target::Len(n))
+                    .cas()
+                    .verify(Expect::Passes)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    v.push(sc(
+        "regression: value padding bytes",
+        Backing::Anon,
+        |fx, rng| {
+            let t = fx.pick(rng, |l| l.value.len() % 8 != 0);
+            let p = fx.slot_part(&t, SlotField::Value);
+            let n = t.value.len();
+            let pad = n.next_multiple_of(8);
+            // Bytes after the value, inside its last word: not part of the value.
+            Plan::new()
+                .write(p.range.start + n, vec![0xa5; pad - n])
+                .intact(Intact::AllBut(t.key.clone()))
+                .target(&t, Target::Exact)
+                .cas()
+                .verify(Expect::Passes)
+                .recovery(Recovery::Clear)
+        },
+    ));
+    v.push(sc(
+        "regression: key padding bytes",
+        Backing::Anon,
+        |fx, rng| {
+            let t = fx.pick(rng, |l| l.key.len() % 8 != 0);
+            let p = fx.slot_part(&t, SlotField::Key);
+            let n = t.key.len();
+            Plan::new()
+                .write(p.range.start + n, vec![0x5a; n.next_multiple_of(8) - n])
+                .intact(Intact::AllBut(t.key.clone()))
+                .target(&t, Target::Exact)
+                .cas()
+                .verify(Expect::Passes)
+                .recovery(Recovery::Clear)
+        },
+    ));
+    v.push(sc("value room all 0xff", Backing::Anon, |fx, rng| {
+        let t = fx.pick(rng, |l| !l.value.is_empty());
+        Plan::new()
+            .fill(fx.slot_part(&t, SlotField::Value), 0xff)
+            .intact(Intact::AllBut(t.key.clone()))
+            .target(&t, Target::Len(t.value.len()))
+            .cas()
+            .verify(Expect::Passes)
+            .recovery(Recovery::Clear)
+    }));
+    for k in 0..3 {
+        v.push(sc(
+            format!("key bytes random-{k}"),
+            Backing::Anon,
+            |fx, rng| {
+                let t = fx.pick(rng, |_| true);
+                let p = fx.slot_part(&t, SlotField::Key);
+                Plan::new()
+                    .write(p.range.start, rng.bytes(t.key.len()))
+                    .intact(Intact::AllBut(t.key.clone()))
+                    .target(&t, Target::NotExact)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
+    v.push(sc(
+        "every key and value of a shard random",
+        Backing::Anon,
+        |fx, rng| {
+            let s = rng.below(2) as u32;
+            let mut plan = Plan::new()
+                .intact(Intact::OtherShards(s))
+                .recovery(Recovery::Clear);
+            for p in fx.parts(|p| {
+                p.shard == Some(s)
+                    && matches!(p.kind, PartKind::Slot(SlotField::Key | SlotField::Value))
+            }) {
+                plan = plan.random(p, rng);
+            }
+            plan
+        },
+    ));
+    run_kind("key_value_bytes", v);
+}
+
+/// Random bytes over random parts of every kind (what a fuzzer does, with a fixed seed).
+fn mixed() {
+    let mut v = Vec::new();
+    for k in 0..12 {
+        let s = sc(format!("mixed-{k}"), Backing::Anon, |fx, rng| {
+            let mut plan = Plan::new().intact(Intact::Nothing);
+            for _ in 0..1 + rng.below(6) {
+                let p = &fx.parts[rng.below(fx.parts.len())];
+                // Leave the header alone (its own kind): here the table is the target.
+                if matches!(p.kind, PartKind::Header(_)) {
+                    continue;
+                }
+                plan = if rng.below(4) == 0 {
+                    plan.fill(p, [0u8, 0xff, 0x80, 0x01][rng.below(4)])
+                } else {
+                    plan.random(p, rng)
+                };
+            }
+            plan
+        });
+        v.push(if k % 3 == 0 { evicting(s) } else { s });
+    }
+    run_kind("mixed", v);
+}
