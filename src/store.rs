@@ -694,6 +694,9 @@ impl Store {
             Some(i) => {
                 let mut cur = [0u8; 24];
                 let n = lk.value_len(i);
+                if n > self.inner.layout.geo.max_value_len as usize {
+                    return Err(Error::corrupted("slot value length exceeds max_value_len"));
+                }
                 if n > 20 {
                     return Err(Error::NotAnInteger);
                 }
