@@ -40,6 +40,7 @@ fn main() {
         ("slot_header", slot_header),
         ("key_value_bytes", key_value_bytes),
         ("mixed", mixed),
+        ("concurrent", concurrent),
     ];
     let t = Instant::now();
     println!("hostile: seed {} (HOSTILE_SEED to replay)", seed());
@@ -379,6 +380,10 @@ struct Plan {
     writes: Vec<(usize, Vec<u8>)>,
     /// Where the child writes its own thread id (as a mutex's lock word).
     own_tid_at: Option<usize>,
+    /// Ranges another child keeps overwriting with random bytes while this one operates.
+    concurrent: Vec<std::ops::Range<usize>>,
+    /// New length of the (file) region's file, set before reopening it.
+    resize: Option<u64>,
     intact: Intact,
     target: Option<(Live, Target)>,
     /// Also check that the value `get` returns is accepted as `compare_and_swap`'s `expected`.
@@ -393,6 +398,8 @@ impl Plan {
         Plan {
             writes: Vec::new(),
             own_tid_at: None,
+            concurrent: Vec::new(),
+            resize: None,
             intact: Intact::All,
             target: None,
             target_cas: false,
@@ -548,6 +555,12 @@ fn run_kind(kind: &str, scenarios: Vec<Scenario>) {
         let fx = fixture(s.backing, s.policy, &dir);
         let mut rng = Rng::new(&s.name);
         let plan = (s.build)(&fx, &mut rng);
+        let scribbler = (!plan.concurrent.is_empty()).then(|| {
+            let mut rng = Rng::new(&format!("{} scribbler", s.name));
+            let store = fx.open().unwrap();
+            let ranges = plan.concurrent.clone();
+            spawn(move || scribble_forever(&store, &ranges, &mut rng))
+        });
         let (r, w) = pipe();
         let name = s.name.clone();
         let pid = spawn(|| {
@@ -561,6 +574,9 @@ fn run_kind(kind: &str, scenarios: Vec<Scenario>) {
         });
         close(w);
         let exit = catch_unwind(AssertUnwindSafe(|| wait(pid, WATCHDOG)));
+        if let Some(pid) = scribbler {
+            forked::kill(pid);
+        }
         let text = read_all(r);
         close(r);
         match exit {
@@ -593,6 +609,23 @@ fn read_all(fd: i32) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Overwrites random bytes of `ranges` until killed.
+fn scribble_forever(store: &Store, ranges: &[std::ops::Range<usize>], rng: &mut Rng) {
+    // SAFETY: the pointer covers `len` mapped bytes while `store` lives.
+    let (base, len) = unsafe { store.raw_region() };
+    loop {
+        let r = &ranges[rng.below(ranges.len())];
+        let at = r.start + rng.below(r.len());
+        assert!(at < len);
+        // SAFETY: in bounds (checked above); this process does nothing else with the
+        // mapping, and the other processes access it only through atomics.
+        unsafe { base.add(at).write_volatile(rng.next() as u8) };
+        for _ in 0..rng.below(64) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// Writes the plan's bytes into the region.
 fn scribble(store: &Store, writes: &[(usize, Vec<u8>)]) {
     // SAFETY: the pointer covers `len` mapped bytes while `store` lives.
@@ -612,6 +645,14 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
         .open()
         .unwrap_or_else(|e| fail(format!("opening the intact region: {e}")));
     scribble(&store, &plan.writes);
+    if !plan.concurrent.is_empty() {
+        // Another process is writing the region meanwhile: nothing is promised but returning.
+        let until = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < until {
+            let _ = exercise(&store, fx, plan, t, "");
+        }
+        return;
+    }
     if let Some(off) = plan.own_tid_at {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u32;
@@ -657,6 +698,13 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
                 String::from_utf8_lossy(&l.key)
             ));
         }
+        if let Target::Corrupted = want {
+            // Every reader of the value says so, incr included (not "not an integer").
+            let r = store.incr(&l.key, 1, None);
+            if !matches!(r, Err(shmstate::Error::Corrupted { .. })) {
+                fail(format!("incr of the corrupted value gave {r:?}"));
+            }
+        }
         if plan.target_cas {
             let Ok(Some(v)) = got else { unreachable!() };
             let r = store.compare_and_swap(&l.key, Some(&v), Some(&v), None);
@@ -697,6 +745,10 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
         roundtrip(&s, fx, plan).unwrap_or_else(|e| fail(e));
     }
     // 6. Reopening the damaged region (header scenarios).
+    if let (Some(len), Some(path)) = (plan.resize, &fx.file) {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.set_len(len).unwrap();
+    }
     let reopened = match plan.reopen {
         Reopen::No => return,
         _ => fx.open(),
@@ -920,6 +972,23 @@ fn header() {
                     })
             }));
         }
+    }
+    for (label, delta) in [
+        ("file grown by 8", 8i64),
+        ("file cut by 8", -8),
+        ("file cut to the header", i64::MIN),
+        ("file cut to 100 bytes", i64::MAX),
+    ] {
+        v.push(sc(label, Backing::File, move |fx, _| {
+            let len = fx.image.len() as i64;
+            let mut p = Plan::new().verify(Expect::Passes).reopen(Reopen::MustFail);
+            p.resize = Some(match delta {
+                i64::MIN => 512,
+                i64::MAX => 100,
+                d => (len + d) as u64,
+            });
+            p
+        }));
     }
     v.push(sc("whole header 0xff", Backing::File, |fx, _| {
         let mut p = Plan::new().verify(Expect::Fails).reopen(Reopen::MustFail);
@@ -1768,6 +1837,49 @@ fn key_value_bytes() {
         },
     ));
     run_kind("key_value_bytes", v);
+}
+
+/// Another process keeps writing random bytes over one kind of part while a child operates.
+/// (Mutex bytes are left out: the libc reads and writes a held mutex's own fields, e.g. its
+/// robust-list links, and trusts them; no check before the call can close that window.)
+fn concurrent() {
+    let mut v = Vec::new();
+    type Select = fn(&PartKind) -> bool;
+    let kinds: [(&str, Select); 6] = [
+        ("control bytes", |k| *k == PartKind::ControlBytes),
+        ("slot headers", |k| {
+            matches!(
+                k,
+                PartKind::Slot(
+                    SlotField::Seq | SlotField::KeyLen | SlotField::ValLen | SlotField::Expires
+                )
+            )
+        }),
+        ("keys and values", |k| {
+            matches!(k, PartKind::Slot(SlotField::Key | SlotField::Value))
+        }),
+        ("repair records and counts", |k| {
+            matches!(k, PartKind::Repair(_) | PartKind::Count(_))
+        }),
+        ("scratch slots", |k| {
+            matches!(k, PartKind::ShardScratch(_) | PartKind::ThreadScratch(_))
+        }),
+        ("counters and statistics", |k| {
+            matches!(k, PartKind::Counter(_) | PartKind::StatSlot)
+        }),
+    ];
+    for (label, f) in kinds {
+        v.push(sc(label, Backing::Anon, move |fx, _| {
+            let mut plan = Plan::new().intact(Intact::Nothing);
+            plan.concurrent = fx
+                .parts(|p| f(&p.kind))
+                .into_iter()
+                .map(|p| p.range.clone())
+                .collect();
+            plan
+        }));
+    }
+    run_kind("concurrent", v);
 }
 
 /// Random bytes over random parts of every kind (what a fuzzer does, with a fixed seed).
