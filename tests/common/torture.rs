@@ -908,6 +908,8 @@ pub struct Report {
     pub kills: u64,
     /// Kills of a worker parked at a write point, i.e. holding its shard lock.
     pub holder_kills: u64,
+    /// The same, by write point (points never reached are not listed).
+    pub holder_kills_by_point: Vec<(&'static str, u64)>,
     pub spawns: u64,
     pub lock_recoveries: u64,
     pub lock_contended: u64,
@@ -946,6 +948,14 @@ impl Report {
             },
             self.spawns
         );
+        if !self.holder_kills_by_point.is_empty() {
+            let pts: Vec<String> = self
+                .holder_kills_by_point
+                .iter()
+                .map(|(p, n)| format!("{p} {n}"))
+                .collect();
+            println!("  holders at   {}", pts.join(", "));
+        }
         println!(
             "  recoveries   {} (lock waits contended: {})",
             self.lock_recoveries, self.lock_contended
@@ -993,6 +1003,8 @@ struct Supervisor<'a> {
     ctr_uncertain: [i64; COUNTERS],
     kills: u64,
     holder_kills: u64,
+    /// Holder kills per entry of [`PARK_POINTS`].
+    by_point: [u64; PARK_POINTS.len()],
     spawns: u64,
     problems: Vec<String>,
 }
@@ -1051,7 +1063,13 @@ impl<'a> Supervisor<'a> {
         self.spawns += 1;
         let armed = (self.p.targeted && self.rng.one_in(2)).then(|| {
             let point = PARK_POINTS[self.rng.below(PARK_POINTS.len() as u64) as usize];
-            (point, self.rng.below(64) as u32)
+            // A repair is rare in one worker's short life: park at the first one.
+            let after = if point.starts_with("repair.") {
+                0
+            } else {
+                self.rng.below(32) as u32
+            };
+            (point, after)
         });
         self.armed[s] = armed.map(|(point, _)| point);
         self.parked[s] = None;
@@ -1074,7 +1092,17 @@ impl<'a> Supervisor<'a> {
             buf: Vec::with_capacity(MAX_VALUE_LEN as usize),
         };
         let notify_fd = self.pipes[s].1;
+        // SAFETY: getpid has no preconditions.
+        let supervisor = unsafe { libc::getpid() };
         self.pids[s] = forked::spawn(move || {
+            // Die with the supervisor, even if it is SIGKILLed (e.g. by a CI timeout) and
+            // cannot reap us: no worker outlives the run.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of the calling thread.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } != supervisor {
+                return; // the supervisor died before the prctl
+            }
             let mut worker = worker;
             worker.known = worker.keys.all();
             if let Some((point, after)) = armed {
@@ -1095,11 +1123,12 @@ impl<'a> Supervisor<'a> {
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(r, pid, "waitpid of worker {s}");
         self.pids[s] = 0;
-        if !(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL) {
+        if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL {
+            self.kills += 1;
+        } else {
             // It ended on its own just before our signal.
             self.ended(s, status);
         }
-        self.kills += 1;
         let slot = &self.ledger.slots[s];
         for i in 0..INCR_KEYS {
             self.incr_uncertain[i] += slot.incr_inflight[i].swap(0, SeqCst);
@@ -1110,6 +1139,12 @@ impl<'a> Supervisor<'a> {
         let parked = self.parked[s].take().is_some() | (drain(self.pipes[s].0) > 0);
         if parked {
             self.holder_kills += 1;
+            let point = self.armed[s].expect("only armed workers park");
+            let i = PARK_POINTS
+                .iter()
+                .position(|&p| p == point)
+                .expect("a park point");
+            self.by_point[i] += 1;
         }
         parked
     }
@@ -1366,6 +1401,7 @@ pub fn run(p: &Params) -> Report {
         ctr_uncertain: [0; COUNTERS],
         kills: 0,
         holder_kills: 0,
+        by_point: [0; PARK_POINTS.len()],
         spawns: 0,
         problems: Vec::new(),
     };
@@ -1382,6 +1418,12 @@ pub fn run(p: &Params) -> Report {
         workers: p.workers,
         kills: sup.kills,
         holder_kills: sup.holder_kills,
+        holder_kills_by_point: PARK_POINTS
+            .iter()
+            .zip(sup.by_point)
+            .filter(|(_, n)| *n > 0)
+            .map(|(&p, n)| (p, n))
+            .collect(),
         spawns: sup.spawns,
         targeted: p.targeted,
         uncertain: sup.incr_uncertain.iter().sum::<i64>() + sup.ctr_uncertain.iter().sum::<i64>(),
