@@ -528,8 +528,10 @@ impl<'a> Locked<'a> {
 
     /// Puts `e` into free slot `i` and publishes it.
     fn insert_free(&self, i: usize, e: &Entry<'_>) {
+        // `lookup` found slot `i` free under this lock; no assertion on it: another process
+        // scribbling on the region could have changed the byte since, and shared bytes never
+        // make us panic.
         let was = self.s.ctrl_of(i, Ordering::Relaxed);
-        debug_assert!(!ctrl::is_full(was));
         self.set_touch(Some(i));
         let sv = self.s.slot(i);
         let odd = seqlock::write_begin(sv.seq());
