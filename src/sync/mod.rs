@@ -5,3 +5,9 @@ pub(crate) mod mutex;
 pub(crate) mod seqlock;
 
 pub(crate) use mutex::{LockError, MutexGuard, RobustMutex};
+
+/// The atomics the protocols use (a seam for the model checks in loom/, which compile
+/// `seqlock.rs` against loom's).
+pub(crate) mod atomic {
+    pub(crate) use std::sync::atomic::{fence, AtomicU32, Ordering};
+}

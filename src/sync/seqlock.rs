@@ -16,7 +16,8 @@
 //! atomics, and the even store is a release; the reader's first load is an acquire, data loads
 //! are relaxed atomics, then an acquire fence before the re-read.
 
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+// `super::atomic` is std's; loom/ compiles this file against loom's instead.
+use super::atomic::{fence, AtomicU32, Ordering};
 
 /// Marks the slot as being written and returns the odd value stored. Keeps an odd value odd (a
 /// repairer re-running a dead writer's write).
