@@ -53,6 +53,8 @@ const FAILPOINTS: &[&str] = &[
     "put.applying",
     "put.published",
     "delete.ctrl",
+    "incr.computed",
+    "cas.matched",
     "repair.redone",
     "repair.recounted",
 ];
@@ -675,6 +677,12 @@ pub fn soak(s: &Soak) -> Round {
         "  seed {} (LINZ_SEED to repeat), rounds of up to {} ops for at least {:?} and {} rounds",
         s.seed, s.ops, s.min_time, s.min_rounds
     );
+    for p in FAILPOINTS {
+        assert!(
+            failpoint::POINTS.iter().any(|(name, _)| name == p),
+            "no failpoint {p}"
+        );
+    }
     let start = Instant::now();
     let mut ops = s.ops;
     let mut total = Round::default();
@@ -706,7 +714,17 @@ pub fn soak(s: &Soak) -> Round {
                 assert!(ops >= 500, "inconclusive even at {} ops", ops * 2);
                 continue;
             }
-            _ => panic!("seed {seed} (LINZ_SEED={seed} LINZ_OPS={ops}): {verdict}"),
+            Verdict::Violation { key, .. } => {
+                let w = linearize::witness(&history, key, MAX_STEPS);
+                panic!(
+                    "seed {seed} (LINZ_SEED={seed} LINZ_OPS={ops}): {verdict}; a failing prefix \
+                     without unneeded reads has {} ops, the last {} of them:\n{}",
+                    w.len(),
+                    w.len().min(40),
+                    linearize::describe_last(&w, 40)
+                )
+            }
+            Verdict::Malformed(_) => panic!("seed {seed}: {verdict}"),
         }
         negative_controls(&history);
         if (total.rounds + 1) % s.print_every.max(1) == 0 {

@@ -136,13 +136,11 @@ pub fn apply(state: &Option<Bytes>, call: &Call) -> (Option<Bytes>, Ret) {
 pub enum Verdict {
     /// Every key's history is linearizable.
     Linearizable(Checked),
-    /// A key's history is not: `minimal` is a smallest sub-history (of that key) found that is
-    /// still not linearizable.
+    /// A key's history is not (see [`witness`] for a smaller failing history of that key).
     Violation {
         key: Bytes,
         ops: usize,
         deepest: usize,
-        minimal: Vec<Op>,
     },
     /// A key's search exceeded its step budget: neither a pass nor a violation.
     Inconclusive { key: Bytes, ops: usize, steps: u64 },
@@ -169,14 +167,15 @@ impl Verdict {
     }
 }
 
-/// Formats a history one op per line, in invoke order.
-pub fn describe(ops: &[Op]) -> String {
+/// Formats the last `n` ops of a history (in invoke order), one per line.
+pub fn describe_last(ops: &[Op], n: usize) -> String {
     let mut ops: Vec<&Op> = ops.iter().collect();
     ops.sort_by_key(|o| o.invoke);
+    let ops = &ops[ops.len().saturating_sub(n)..];
     let show = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
     let opt = |b: &Option<Bytes>| b.as_deref().map_or("None".to_owned(), show);
     let mut s = String::new();
-    for o in ops {
+    for &o in ops {
         let call = match &o.call {
             Call::Get => "get".to_owned(),
             Call::Set(v) => format!("set {}", show(v)),
@@ -217,18 +216,10 @@ impl fmt::Display for Verdict {
                 "linearizable: {} keys, {} ops ({} pending), {} search steps",
                 c.keys, c.ops, c.pending, c.steps
             ),
-            Verdict::Violation {
-                key,
-                ops,
-                deepest,
-                minimal,
-            } => write!(
+            Verdict::Violation { key, ops, deepest } => write!(
                 f,
-                "NOT linearizable: key {:?} ({ops} ops; at most {deepest} linearized); \
-                 a minimal non-linearizable sub-history of {} ops:\n{}",
-                String::from_utf8_lossy(key),
-                minimal.len(),
-                describe(minimal)
+                "NOT linearizable: key {:?} ({ops} ops; at most {deepest} linearized at once)",
+                String::from_utf8_lossy(key)
             ),
             Verdict::Inconclusive { key, ops, steps } => write!(
                 f,
@@ -272,7 +263,6 @@ pub fn check(history: &[Op], max_steps: u64) -> Verdict {
                     key: key.to_vec(),
                     ops: ops.len(),
                     deepest: r.deepest,
-                    minimal: minimize(ops, max_steps),
                 }
             }
         }
@@ -325,20 +315,88 @@ fn well_formed(history: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
-/// Greedily removes chunks of ops (halves, then quarters, ... then single ops) while the rest
-/// stays not linearizable (an inconclusive search keeps the chunk).
-fn minimize(mut ops: Vec<Op>, max_steps: u64) -> Vec<Op> {
+/// A smaller failing history of `key` (for a [`Verdict::Violation`] on it): the shortest
+/// failing prefix, without the reads and no-op writes not needed for the failure. Its search
+/// effort is bounded, so it may be less than minimal.
+pub fn witness(history: &[Op], key: &[u8], max_steps: u64) -> Vec<Op> {
+    let ops: Vec<Op> = history.iter().filter(|o| o.key == key).cloned().collect();
+    assert!(
+        search(&ops, max_steps).outcome == Outcome::NotLinearizable,
+        "witness of a key whose history does not fail"
+    );
+    minimize(ops, max_steps)
+}
+
+/// The history up to time `t`: ops invoked later are dropped, ops returning later are pending.
+/// A prefix of a linearizable history is linearizable, so a failing prefix is a witness.
+fn prefix(ops: &[Op], t: u64) -> Vec<Op> {
+    ops.iter()
+        .filter(|o| o.invoke <= t)
+        .map(|o| Op {
+            done: o.done.clone().filter(|(r, _)| *r <= t),
+            ..o.clone()
+        })
+        .collect()
+}
+
+/// Whether an op can only constrain, never explain, others: it changes no state in any
+/// linearization (a read, or a conditional write that reported doing nothing). Removing such an
+/// op only removes constraints, so a history still failing without it fails for real; removing
+/// a write could make a read of its value fail artificially.
+fn observer(o: &Op) -> bool {
+    matches!(
+        (&o.call, &o.done),
+        (Call::Get, _)
+            | (_, Some((_, Ret::Flag(false))))
+            | (Call::Incr(_), Some((_, Ret::Int(Err(_)))))
+    )
+}
+
+/// A smaller witness of a violation: the shortest failing prefix (binary search on the cut
+/// time), then greedily without chunks of observers (halves, quarters, ... single ops) while
+/// it still fails (an inconclusive search keeps the chunk).
+fn minimize(ops: Vec<Op>, max_steps: u64) -> Vec<Op> {
+    // All the searches together get at most 20 times one check's budget.
+    let spent = std::cell::Cell::new(0u64);
+    let fails = |h: &[Op]| {
+        if spent.get() > 20 * max_steps {
+            return false;
+        }
+        let r = search(h, max_steps);
+        spent.set(spent.get() + r.steps);
+        r.outcome == Outcome::NotLinearizable
+    };
+    let mut times: Vec<u64> = ops
+        .iter()
+        .flat_map(|o| std::iter::once(o.invoke).chain(o.done.as_ref().map(|d| d.0)))
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    // The last time fails (it is the whole history); find the first that does.
+    let (mut lo, mut hi) = (0, times.len() - 1);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(&prefix(&ops, times[mid])) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let mut ops = prefix(&ops, times[hi]);
     let mut chunk = ops.len().div_ceil(2).max(1);
     loop {
         let mut i = 0;
         while i < ops.len() {
-            let mut rest = ops.clone();
-            rest.drain(i..(i + chunk).min(ops.len()));
-            if search(&rest, max_steps).outcome == Outcome::NotLinearizable {
-                ops = rest;
-            } else {
-                i += chunk;
+            let end = (i + chunk).min(ops.len());
+            if ops[i..end].iter().all(observer) {
+                let mut rest = ops.clone();
+                rest.drain(i..end);
+                if fails(&rest) {
+                    ops = rest;
+                    continue;
+                }
             }
+            i += chunk;
         }
         if chunk == 1 {
             return ops;
@@ -899,9 +957,11 @@ pub fn self_test() {
             );
         } else {
             assert!(v.is_violation(), "{name}: expected a violation, got {v}");
-            if let Verdict::Violation { minimal, .. } = &v {
+            if let Verdict::Violation { key, .. } = &v {
+                let minimal = witness(&h, key, 100_000);
+                assert!(minimal.len() <= h.len());
                 assert_eq!(
-                    search(minimal, 100_000).outcome,
+                    search(&minimal, 100_000).outcome,
                     Outcome::NotLinearizable,
                     "{name}: the minimized history must still fail"
                 );
