@@ -15,8 +15,8 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use shmstate_loom::atomic::{AtomicU32, AtomicU64, Ordering};
 use shmstate_loom as seqlock;
+use shmstate_loom::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Explores every interleaving with at most `PREEMPTIONS` forced context switches per
 /// execution (loom's recommended bound: most concurrency bugs need two or three).
@@ -270,7 +270,10 @@ fn dead_overwriter_is_repaired_under_a_concurrent_reader() {
             let committed = shard.overwrite(k);
             shard.repair();
             reader.join().unwrap();
-            let end = shard.lookup().expect("stable after repair").expect("present");
+            let end = shard
+                .lookup()
+                .expect("stable after repair")
+                .expect("present");
             let want = if committed { (2, 2) } else { (1, 1) };
             assert!(is_value(end, want.0, want.1), "k={k}: {end:?}");
             assert_eq!(shard.op.load(Ordering::Relaxed), IDLE);
