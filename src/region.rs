@@ -61,6 +61,7 @@ impl Mapping {
     }
 
     /// Anonymous `MAP_SHARED` zero-filled memory.
+    #[cfg(not(miri))]
     pub(crate) fn anonymous(len: usize) -> Result<Self> {
         // SAFETY: a fresh anonymous mapping aliases nothing.
         let p = unsafe {
@@ -75,6 +76,23 @@ impl Mapping {
         let base = NonNull::new(p.cast::<u8>()).ok_or(Error::corrupted("mmap returned null"))?;
         Ok(Mapping {
             // SAFETY: `len` bytes at `base` stay mapped until `Drop` (page aligned).
+            raw: unsafe { RawRegion::new(base, len) },
+            fd: None,
+            origin: Origin::Anonymous,
+        })
+    }
+
+    /// Under Miri (which cannot map shared memory): zero-filled heap memory with the same
+    /// alignment, so the table logic runs unchanged on it (`cargo miri test`).
+    #[cfg(miri)]
+    pub(crate) fn anonymous(len: usize) -> Result<Self> {
+        let layout = std::alloc::Layout::from_size_align(len, MIRI_ALIGN)
+            .map_err(|_| Error::corrupted("region too large"))?;
+        // SAFETY: `layout` has a non-zero size (the layout module never asks for 0 bytes).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(p).ok_or(Error::corrupted("allocation failed"))?;
+        Ok(Mapping {
+            // SAFETY: `len` bytes at `base` stay allocated until `Drop`.
             raw: unsafe { RawRegion::new(base, len) },
             fd: None,
             origin: Origin::Anonymous,
@@ -114,8 +132,20 @@ impl Mapping {
     }
 }
 
+/// Alignment of the heap-backed region under Miri (a page, as `mmap` gives).
+#[cfg(miri)]
+const MIRI_ALIGN: usize = 4096;
+
 impl Drop for Mapping {
     fn drop(&mut self) {
+        #[cfg(miri)]
+        if self.fd.is_none() {
+            let layout = std::alloc::Layout::from_size_align(self.raw.len(), MIRI_ALIGN)
+                .expect("validated when allocated");
+            // SAFETY: allocated in `anonymous` with this layout; nothing borrows it any more.
+            unsafe { std::alloc::dealloc(self.raw.base(), layout) };
+            return;
+        }
         // SAFETY: we own the mapping; guards and counters borrow it through an `Arc`, so no
         // lock of this mapping is held and no reference into it remains.
         unsafe {

@@ -39,6 +39,10 @@ fn main() {
             file_region_recovered_by_sole_opener,
         ),
         ("crash_in_every_operation", crash_in_every_operation),
+        (
+            "woken_waiter_killed_does_not_strand_the_others",
+            woken_waiter_killed_does_not_strand_the_others,
+        ),
     ];
     forked::run_all("fork", tests);
     if !std::env::args().skip(1).any(|a| !a.starts_with('-')) {
@@ -927,4 +931,60 @@ fn crash_in_every_operation() {
         assert!(rep.is_ok(), "{}: {rep}", case.name);
         println!("  {}: ok", case.name);
     }
+}
+
+/// Waiters that are stopped (SIGSTOP, e.g. by a debugger) while asleep on a lock, then killed,
+/// do not strand the other waiters: when the holder dies, the live waiter gets the lock
+/// promptly, not after its whole lock timeout. (The narrower race this guards against, a
+/// waiter killed after the kernel woke it but before it took the lock, cannot be timed from a
+/// test; `RobustMutex::lock` bounds it by sleeping in 20 ms slices.)
+fn woken_waiter_killed_does_not_strand_the_others() {
+    let store = Store::anonymous(
+        &Config::new()
+            .capacity(200)
+            .shards(1)
+            .lock_timeout(Duration::from_secs(5)),
+    )
+    .unwrap();
+    seed_store(&store);
+    let (r, w) = pipe();
+    let holder = {
+        let store = store.clone();
+        spawn(move || {
+            failpoint::arm("put.applying", Action::Park { notify_fd: w }, 0);
+            store.set(b"victim", b"new", None).unwrap();
+        })
+    };
+    assert!(read_byte(r, Duration::from_secs(10)), "holder did not park");
+    let waiter = |key: &'static [u8]| {
+        let store = store.clone();
+        spawn(move || {
+            let t = Instant::now();
+            let res = store.set(key, b"w", None);
+            // Exit 0: got the lock within a second of the holder's death (the parent kills
+            // the holder ~300 ms after this waiter starts). Exit 3: waited too long.
+            let ok = res.is_ok() && t.elapsed() < Duration::from_millis(1300);
+            // SAFETY: ending the forked child.
+            unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+        })
+    };
+    let first = waiter(b"other:1");
+    std::thread::sleep(Duration::from_millis(100)); // asleep in the kernel by now
+                                                    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first, libc::SIGSTOP) };
+    let second = waiter(b"other:2");
+    std::thread::sleep(Duration::from_millis(200));
+    kill(holder); // the kernel hands its wake-up to the first (stopped) waiter...
+    std::thread::sleep(Duration::from_millis(50));
+    kill(first); // ...which dies without ever taking the lock.
+    assert_eq!(
+        wait(second, Duration::from_secs(10)),
+        Exit::Code(0),
+        "the second waiter was stranded by the lost wake-up"
+    );
+    close(r);
+    close(w);
+    assert_eq!(store.get(b"other:2").unwrap().unwrap(), b"w");
+    assert_eq!(store.get(b"victim").unwrap().unwrap(), b"new");
+    assert!(store.verify().unwrap().is_ok());
 }
