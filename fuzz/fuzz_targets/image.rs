@@ -8,14 +8,13 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shmstate::{Clock, ManualClock, Store};
-use shmstate_fuzz::{base_image, exercise, TempRegion, T0_MS};
+use shmstate_fuzz::{base_image, exercise, TempRegion, Where, T0_MS};
 
 #[derive(Debug, Arbitrary)]
 struct Patch {
-    /// Taken modulo the image length. Half the patches land in the first 4 KiB (header,
-    /// counters, shard headers), where a damaged field does the most.
+    /// Where in the image (see `Where`), and the offset within that part.
+    part: Where,
     offset: u32,
-    low: bool,
     bytes: Vec<u8>,
 }
 
@@ -42,8 +41,7 @@ fuzz_target!(|input: Input| {
     let mut img = base_image().to_vec();
     let len = img.len();
     for p in input.patches.iter().take(64) {
-        let span = if p.low { len.min(4096) } else { len };
-        let off = p.offset as usize % span;
+        let off = p.part.offset(p.offset, len);
         let n = p.bytes.len().min(len - off);
         img[off..off + n].copy_from_slice(&p.bytes[..n]);
     }

@@ -1,20 +1,20 @@
 //! A hostile live region: the base image opened, then fuzzer-chosen bytes written over the live
-//! mapping (through the hidden `Store::raw_region`) between operations. Every operation must
-//! return `Ok` or `Err`: never a panic, hang or out-of-bounds access.
+//! mapping (through the hidden `Store::raw_region`, biased to the header and the shards) between
+//! operations. Every operation must return `Ok` or `Err`: never a panic, hang or out-of-bounds
+//! access.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use shmstate::{Clock, ManualClock, Store};
-use shmstate_fuzz::{base_image, exercise, TempRegion, T0_MS};
+use shmstate_fuzz::{base_image, exercise, TempRegion, Where, T0_MS};
 
 #[derive(Debug, Arbitrary)]
 struct Scribble {
-    /// Taken modulo the mapping length; with `low`, modulo its first 8 KiB (header, counters,
-    /// shard headers and control bytes).
+    /// Where in the mapping (see `Where`), and the offset within that part.
+    part: Where,
     offset: u32,
-    low: bool,
     bytes: Vec<u8>,
 }
 
@@ -36,8 +36,7 @@ fuzz_target!(|rounds: Vec<Round>| {
         // bounds. Writing garbage is the point: the store must cope.
         let (base, len) = unsafe { s.raw_region() };
         for w in round.scribbles.iter().take(32) {
-            let span = if w.low { len.min(8192) } else { len };
-            let off = w.offset as usize % span;
+            let off = w.part.offset(w.offset, len);
             for (i, b) in w.bytes.iter().take(len - off).enumerate() {
                 // SAFETY: off + i < len (see above).
                 unsafe { std::ptr::write_volatile(base.add(off + i), *b) };

@@ -25,8 +25,9 @@ const HEADER_SEED: std::ops::Range<usize> = 32..48;
 const HEADER_CREATED_MS: std::ops::Range<usize> = 96..104;
 const HEADER_CREATOR_PID: std::ops::Range<usize> = 104..108;
 
-/// The configuration of the base image: small, so a region is a few tens of KiB, with a short
-/// lock timeout so that a scribbled mutex word costs milliseconds, not seconds.
+/// The configuration of the base image: small, so a region is about 60 KiB, with a 2 ms lock
+/// timeout so that a scribbled mutex word (a lock that looks held) costs each operation on its
+/// shard 2 ms, not 10 s.
 pub fn image_config() -> Config {
     Config::new()
         .capacity(48)
@@ -34,7 +35,7 @@ pub fn image_config() -> Config {
         .max_key_len(12)
         .max_value_len(24)
         .max_counters(4)
-        .lock_timeout(Duration::from_millis(20))
+        .lock_timeout(Duration::from_millis(2))
 }
 
 /// Keys of the base image (and of `exercise`): present, expiring, deleted, numeric.
@@ -55,6 +56,35 @@ pub const IMAGE_KEYS: [&[u8]; 12] = [
 
 /// Counter names of the base image.
 pub const IMAGE_COUNTERS: [&str; 2] = ["hits", "errors"];
+
+/// Which part of a region a patch or scribble lands in. The targets know no layout (an offset
+/// is taken modulo a span), but the base image has the crate's documented order: header and
+/// counters in the first 2 KiB, then per-thread statistics and scratch slots (about 48 KiB), then
+/// the two shards (mutexes, repair records, control bytes, slots) in the last 12 KiB.
+#[derive(Debug, Clone, Copy, arbitrary::Arbitrary)]
+pub enum Where {
+    /// The first 2 KiB.
+    Head,
+    /// The last 12 KiB.
+    Tail,
+    /// Anywhere.
+    Anywhere,
+}
+
+impl Where {
+    /// The offset `offset` designates in a region of `len` (> 0) bytes.
+    pub fn offset(self, offset: u32, len: usize) -> usize {
+        let offset = offset as usize;
+        match self {
+            Where::Head => offset % len.min(2048),
+            Where::Tail => {
+                let span = len.min(12 * 1024);
+                len - span + offset % span
+            }
+            Where::Anywhere => offset % len,
+        }
+    }
+}
 
 /// Where region files go: `$SHMSTATE_FUZZ_TMPDIR`, else the system temporary directory.
 pub fn tmp_dir() -> PathBuf {
