@@ -11,9 +11,11 @@
 //!
 //! Workloads (each worker on its own keys unless the name says "hot"):
 //! `read95_uniform` / `read95_zipf` (95% get, 5% set; uniform or Zipf(0.99) key choice),
+//! `read100_uniform` (gets only: what the 5% writes cost in scaling),
 //! `write50_uniform` (50% get, 50% set), `hot_key_get` (everyone reads one key),
 //! `hot_key_incr` (everyone increments one key), `counter_add` (everyone adds to one counter).
-//! Worker `w` is pinned to CPU `w % cpus`.
+//! Worker `w` is pinned to CPU `w % cpus`. `SHMSTATE_BENCH_KEYS` sets the keys per worker
+//! (default 10 000, about 3 MB of slots each: more than a core's L2).
 
 mod support;
 
@@ -26,7 +28,17 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use shmstate::{Config, Store};
 use support::{key16, pin, Coordinator, RedisServer, Rng, SharedPage, Zipf};
 
-const KEYS_PER_WORKER: usize = 10_000;
+/// Keys per worker: `SHMSTATE_BENCH_KEYS`, default 10 000.
+fn keys_per_worker() -> usize {
+    static K: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *K.get_or_init(|| {
+        std::env::var("SHMSTATE_BENCH_KEYS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&k| (1..=1_000_000).contains(&k))
+            .unwrap_or(10_000)
+    })
+}
 const VALUE_LEN: usize = 256;
 const SAMPLES: usize = 1 << 16;
 
@@ -34,15 +46,17 @@ const SAMPLES: usize = 1 << 16;
 enum Workload {
     Read95Uniform,
     Read95Zipf,
+    Read100Uniform,
     Write50Uniform,
     HotKeyGet,
     HotKeyIncr,
     CounterAdd,
 }
 
-const WORKLOADS: [Workload; 6] = [
+const WORKLOADS: [Workload; 7] = [
     Workload::Read95Uniform,
     Workload::Read95Zipf,
+    Workload::Read100Uniform,
     Workload::Write50Uniform,
     Workload::HotKeyGet,
     Workload::HotKeyIncr,
@@ -54,6 +68,7 @@ impl Workload {
         match self {
             Workload::Read95Uniform => "read95_uniform",
             Workload::Read95Zipf => "read95_zipf",
+            Workload::Read100Uniform => "read100_uniform",
             Workload::Write50Uniform => "write50_uniform",
             Workload::HotKeyGet => "hot_key_get",
             Workload::HotKeyIncr => "hot_key_incr",
@@ -65,7 +80,7 @@ impl Workload {
         match self {
             Workload::Read95Uniform | Workload::Read95Zipf => 5,
             Workload::Write50Uniform => 50,
-            Workload::HotKeyGet => 0,
+            Workload::HotKeyGet | Workload::Read100Uniform => 0,
             Workload::HotKeyIncr | Workload::CounterAdd => 100,
         }
     }
@@ -135,14 +150,14 @@ struct Env<'a> {
 /// Runs in the forked worker: waits for commands on `cmd`, runs them, reports through `ctl`.
 fn worker_main(w: usize, mut cmd: std::fs::File, done_fd: i32, ctl: &Control, env: &Env<'_>) {
     pin(0, w % support::cpus());
-    let own: Vec<[u8; 16]> = (w * KEYS_PER_WORKER..(w + 1) * KEYS_PER_WORKER)
+    let own: Vec<[u8; 16]> = (w * keys_per_worker()..(w + 1) * keys_per_worker())
         .map(key16)
         .collect();
     let mut rng = Rng::new(w as u64 + 1);
     let uniform: Vec<u32> = (0..SAMPLES)
-        .map(|_| rng.below(KEYS_PER_WORKER) as u32)
+        .map(|_| rng.below(keys_per_worker()) as u32)
         .collect();
-    let zipf_dist = Zipf::new(KEYS_PER_WORKER, 0.99);
+    let zipf_dist = Zipf::new(keys_per_worker(), 0.99);
     let zipf: Vec<u32> = (0..SAMPLES)
         .map(|_| zipf_dist.sample(&mut rng) as u32)
         .collect();
@@ -180,7 +195,9 @@ fn worker_main(w: usize, mut cmd: std::fs::File, done_fd: i32, ctl: &Control, en
         for n in 0..ops as usize {
             let s = n & (SAMPLES - 1);
             let key: &[u8] = match workload {
-                Workload::Read95Uniform | Workload::Write50Uniform => &own[uniform[s] as usize],
+                Workload::Read95Uniform | Workload::Read100Uniform | Workload::Write50Uniform => {
+                    &own[uniform[s] as usize]
+                }
                 Workload::Read95Zipf => &own[zipf[s] as usize],
                 _ => &hot,
             };
@@ -350,13 +367,13 @@ fn main() {
     let max = *procs.iter().max().unwrap();
     let store = Store::anonymous(
         &Config::new()
-            .capacity((max * KEYS_PER_WORKER + 16) as u64 * 2)
+            .capacity((max * keys_per_worker() + 16) as u64 * 2)
             .max_key_len(16)
             .max_value_len(VALUE_LEN as u32),
     )
     .expect("store");
     let value = vec![0x5au8; VALUE_LEN];
-    for i in 0..max * KEYS_PER_WORKER {
+    for i in 0..max * keys_per_worker() {
         store.set(&key16(i), &value, None).expect("fill");
     }
     store
@@ -366,14 +383,14 @@ fn main() {
     let coord = Coordinator::spawn();
     {
         let mut c = coord.connect();
-        for i in 0..max * KEYS_PER_WORKER {
+        for i in 0..max * keys_per_worker() {
             c.set(&key16(i), &value);
         }
         c.set(&key16(999_999_999_999), b"0");
     }
     if let Ok(r) = &redis {
         let mut c = r.connect_unix().expect("redis");
-        for i in 0..max * KEYS_PER_WORKER {
+        for i in 0..max * keys_per_worker() {
             let _: () = redis::cmd("SET")
                 .arg(&key16(i)[..])
                 .arg(&value[..])
