@@ -656,6 +656,13 @@ fn fill_shard(s: &Store, clock: &ManualClock, with_ttl: bool) {
     }
 }
 
+/// Exactly one old key evicted, the new one present, nothing else changed.
+fn one_evicted_for_newcomer(b: &Snapshot, a: &Snapshot) -> bool {
+    a.get(b"newcomer".as_slice()).map(Vec::as_slice) == Some(b"n")
+        && a.len() == b.len()
+        && b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count() == 1
+}
+
 fn crash_cases() -> Vec<CrashCase> {
     vec![
         CrashCase {
@@ -798,12 +805,7 @@ fn crash_cases() -> Vec<CrashCase> {
             config: evicting,
             setup: |s, c| fill_shard(s, c, false),
             op: |s| s.set(b"newcomer", b"n", None).unwrap(),
-            // Exactly one old key evicted, the new one present, nothing else changed.
-            ok: |b, a| {
-                a.get(b"newcomer".as_slice()).map(Vec::as_slice) == Some(b"n")
-                    && a.len() == b.len()
-                    && b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count() == 1
-            },
+            ok: one_evicted_for_newcomer,
         },
         CrashCase {
             name: "evict, killed mid-overwrite",
@@ -812,11 +814,7 @@ fn crash_cases() -> Vec<CrashCase> {
             config: evicting,
             setup: |s, c| fill_shard(s, c, false),
             op: |s| s.set(b"newcomer", b"n", None).unwrap(),
-            ok: |b, a| {
-                a.get(b"newcomer".as_slice()).map(Vec::as_slice) == Some(b"n")
-                    && a.len() == b.len()
-                    && b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count() == 1
-            },
+            ok: one_evicted_for_newcomer,
         },
         CrashCase {
             name: "insert into a full shard, killed after sweeping one expired entry",
