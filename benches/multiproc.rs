@@ -15,7 +15,8 @@
 //! `write50_uniform` (50% get, 50% set), `hot_key_get` (everyone reads one key),
 //! `hot_key_incr` (everyone increments one key), `counter_add` (everyone adds to one counter).
 //! Worker `w` is pinned to CPU `w % cpus`. `SHMSTATE_BENCH_KEYS` sets the keys per worker
-//! (default 10 000, about 3 MB of slots each: more than a core's L2).
+//! (default 10 000, about 3 MB of slots each), `SHMSTATE_BENCH_SHARDS` the shard count (default:
+//! the store's own choice for this machine).
 
 mod support;
 
@@ -365,13 +366,18 @@ fn procs_list() -> Vec<usize> {
 fn main() {
     let procs = procs_list();
     let max = *procs.iter().max().unwrap();
-    let store = Store::anonymous(
-        &Config::new()
-            .capacity((max * keys_per_worker() + 16) as u64 * 2)
-            .max_key_len(16)
-            .max_value_len(VALUE_LEN as u32),
-    )
-    .expect("store");
+    let mut config = Config::new()
+        .capacity((max * keys_per_worker() + 16) as u64 * 2)
+        .max_key_len(16)
+        .max_value_len(VALUE_LEN as u32);
+    if let Some(s) = std::env::var("SHMSTATE_BENCH_SHARDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        config = config.shards(s);
+    }
+    println!("multiproc: {} shards", config.effective_shards());
+    let store = Store::anonymous(&config).expect("store");
     let value = vec![0x5au8; VALUE_LEN];
     for i in 0..max * keys_per_worker() {
         store.set(&key16(i), &value, None).expect("fill");
