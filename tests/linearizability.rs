@@ -585,6 +585,75 @@ fn overwrites(call: &Call, ret: &Ret, v: &[u8]) -> bool {
     }
 }
 
+/// The history of `key` as it stood at time `t`: the ops invoked by then, those that had not
+/// returned by then made pending. A prefix of a linearizable history is linearizable, so the
+/// checker must accept it; the negative controls alter one read in such a prefix, which keeps
+/// the search that has to prove the violation small.
+fn prefix_at(history: &[Op], key: &[u8], t: u64) -> Vec<Op> {
+    history
+        .iter()
+        .filter(|o| o.key == key && o.invoke <= t)
+        .map(|o| {
+            let mut o = o.clone();
+            if o.done.as_ref().is_some_and(|d| d.0 > t) {
+                o.done = None;
+            }
+            o
+        })
+        .collect()
+}
+
+/// Positions in a list of `n` to try in order: the middle, then ever earlier ones (smaller
+/// prefixes), ending with the first.
+fn halving(n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut m = n;
+    while m > 0 {
+        out.push(m / 2);
+        m /= 2;
+    }
+    out.dedup();
+    out
+}
+
+/// Alters read `r` of `history` to return `value` and checks the history's prefix up to that
+/// read's response: `Some(true)` rejected, `Some(false)` accepted (a checker bug), `None`
+/// inconclusive. The unaltered prefix must be accepted.
+fn altered_read(history: &[Op], r: usize, value: Vec<u8>) -> Option<bool> {
+    let (t, _) = history[r].done.as_ref().expect("a completed read");
+    let key = &history[r].key;
+    let mut prefix = prefix_at(history, key, *t);
+    let ok = linearize::check(&prefix, MAX_STEPS);
+    assert!(!ok.is_violation(), "a prefix of an accepted history: {ok}");
+    let i = prefix
+        .iter()
+        .position(|o| o.process == history[r].process && o.invoke == history[r].invoke)
+        .expect("the read is in its own prefix");
+    prefix[i].done.as_mut().unwrap().1 = Ret::Value(Some(value));
+    let v = linearize::check(&prefix, MAX_STEPS);
+    match v {
+        Verdict::Violation { .. } => Some(true),
+        Verdict::Inconclusive { .. } => None,
+        _ => Some(false),
+    }
+}
+
+/// Tries `candidates` in order until one check is conclusive; it must be a rejection.
+/// Inconclusive on every candidate fails (an inconclusive control proves nothing).
+fn must_reject(what: &str, history: &[Op], candidates: &[(usize, Vec<u8>)]) {
+    for (r, value) in candidates {
+        match altered_read(history, *r, value.clone()) {
+            Some(true) => return,
+            Some(false) => panic!("{what}: the checker accepted an altered history (read {r})"),
+            None => println!("  {what}: read {r} inconclusive, trying an earlier one"),
+        }
+    }
+    panic!(
+        "{what}: inconclusive on all {} candidates",
+        candidates.len()
+    );
+}
+
 /// The checker must reject the real history with one read altered (a value never written; a
 /// value overwritten before the read began).
 fn negative_controls(history: &[Op]) {
@@ -592,41 +661,57 @@ fn negative_controls(history: &[Op]) {
         .filter(|&i| history[i].call == Call::Get && history[i].done.is_some())
         .collect();
     assert!(!reads.is_empty(), "no completed reads");
-    let mut bad = history.to_vec();
-    let i = reads[reads.len() / 2];
-    bad[i].done.as_mut().unwrap().1 = Ret::Value(Some(b"never-written".to_vec()));
-    let v = linearize::check(&bad, MAX_STEPS);
-    assert!(v.is_violation(), "a read of a value never written: {v}");
+    let mut by_time = reads;
+    by_time.sort_by_key(|&i| history[i].invoke);
+    let never: Vec<(usize, Vec<u8>)> = halving(by_time.len())
+        .into_iter()
+        .map(|i| (by_time[i], b"never-written".to_vec()))
+        .collect();
+    must_reject("a read of a value never written", history, &never);
 
     // A stale read: read R of key k, after a completed Set of a unique (non-integer, so no
     // incr makes it either) value `old` (W1) that was followed by a completed overwrite (W2)
     // before R began.
     let done = |o: &Op| o.done.as_ref().map(|d| d.0);
-    let mut found = None;
-    'search: for &r in reads.iter().rev() {
+    let stale_value = |r: usize| {
         let rd = &history[r];
-        for w2 in history.iter().filter(|o| o.key == rd.key) {
-            let Some((t2, ret2)) = &w2.done else { continue };
-            if *t2 >= rd.invoke {
-                continue;
-            }
-            for w1 in history.iter().filter(|o| o.key == rd.key) {
-                let Call::Set(old) = &w1.call else { continue };
-                if old.first() == Some(&b'p')
-                    && done(w1).is_some_and(|t1| t1 < w2.invoke)
-                    && overwrites(&w2.call, ret2, old)
-                {
-                    found = Some((r, old.clone()));
-                    break 'search;
+        history
+            .iter()
+            .filter(|o| o.key == rd.key)
+            .filter_map(|w2| {
+                let (t2, ret2) = w2.done.as_ref()?;
+                if *t2 >= rd.invoke {
+                    return None;
                 }
+                history.iter().filter(|o| o.key == rd.key).find_map(|w1| {
+                    let Call::Set(old) = &w1.call else {
+                        return None;
+                    };
+                    (old.first() == Some(&b'p')
+                        && done(w1).is_some_and(|t1| t1 < w2.invoke)
+                        && overwrites(&w2.call, ret2, old))
+                    .then(|| old.clone())
+                })
+            })
+            .next()
+    };
+    // From each halving position, the first read at or after it that has such a value.
+    let mut stale: Vec<(usize, Vec<u8>)> = Vec::new();
+    for p in halving(by_time.len()) {
+        if let Some(c) = by_time[p..]
+            .iter()
+            .find_map(|&r| stale_value(r).map(|old| (r, old)))
+        {
+            if !stale.iter().any(|(r, _)| *r == c.0) {
+                stale.push(c);
             }
         }
     }
-    let (r, old) = found.expect("a read after two sequential writes to its key");
-    let mut bad = history.to_vec();
-    bad[r].done.as_mut().unwrap().1 = Ret::Value(Some(old));
-    let v = linearize::check(&bad, MAX_STEPS);
-    assert!(v.is_violation(), "a stale read: {v}");
+    assert!(
+        !stale.is_empty(),
+        "no read after two sequential writes to its key"
+    );
+    must_reject("a stale read", history, &stale);
 }
 
 fn env_u64(name: &str) -> Option<u64> {
