@@ -16,8 +16,8 @@
 //! `hot_key_incr` (everyone increments one key), `counter_add` (everyone adds to one counter).
 //! Worker `w` is pinned to CPU `w % cpus`. `SHMSTATE_BENCH_KEYS` sets the keys per worker
 //! (default 10 000, about 3 MB of slots each), `SHMSTATE_BENCH_SHARDS` the shard count (default:
-//! the store's own choice for this machine), `SHMSTATE_BENCH_VALUE_ROOM` the slots' value room
-//! (default 256, the value size; 280 makes a slot exactly five 64-byte lines).
+//! the store's own choice for this machine); `SHMSTATE_BENCH_LINE_SIZED=1` turns on
+//! `Config::line_sized_slots` (slots of five whole cache lines instead of 296 bytes).
 
 mod support;
 
@@ -370,13 +370,8 @@ fn main() {
     let mut config = Config::new()
         .capacity((max * keys_per_worker() + 16) as u64 * 2)
         .max_key_len(16)
-        .max_value_len(
-            std::env::var("SHMSTATE_BENCH_VALUE_ROOM")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .filter(|&r| r >= VALUE_LEN as u32)
-                .unwrap_or(VALUE_LEN as u32),
-        );
+        .max_value_len(VALUE_LEN as u32)
+        .line_sized_slots(std::env::var("SHMSTATE_BENCH_LINE_SIZED").is_ok_and(|v| v == "1"));
     if let Some(s) = std::env::var("SHMSTATE_BENCH_SHARDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -55,11 +55,14 @@ use crate::error::{Error, Incompatibility, Result};
 /// "SHMSTATE".
 pub const MAGIC: [u8; 8] = *b"SHMSTATE";
 /// Bumped on any change of the layout or of the meaning of a field.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Explicit alignment of every section and hot word, independent of the architecture
 /// (two 64-byte lines, because of the adjacent-line prefetcher).
 pub const LINE: usize = 128;
+
+/// A cache line: the unit [`Config::line_sized_slots`] rounds slots to.
+pub const CACHE_LINE: usize = 64;
 
 pub const HEADER_SIZE: usize = 512;
 pub mod header {
@@ -255,6 +258,20 @@ pub struct Geometry {
     pub lock_timeout_ms: u32,
 }
 
+/// The value length whose slot fills whole cache lines: `max_value_len` rounded up so that
+/// `SLOT_HEADER + key room + value room` is a multiple of [`CACHE_LINE`]; `max_value_len` itself if
+/// that would pass the limit.
+fn line_sized_value_len(max_key_len: u32, max_value_len: u32) -> u32 {
+    let key_cap = u64::from(max_key_len).next_multiple_of(8);
+    let fixed = SLOT_HEADER as u64 + key_cap;
+    let slot =
+        (fixed + u64::from(max_value_len).next_multiple_of(8)).next_multiple_of(CACHE_LINE as u64);
+    match u32::try_from(slot - fixed) {
+        Ok(v) if v <= limits::MAX_VALUE_LEN => v,
+        _ => max_value_len,
+    }
+}
+
 impl Geometry {
     /// The geometry a config asks for: shard sizes with headroom for uneven hashing
     /// (mean + 4 standard deviations + 8) at a maximum load of 7/8.
@@ -275,7 +292,11 @@ impl Geometry {
             shards,
             groups_per_shard,
             max_key_len: cfg.max_key_len,
-            max_value_len: cfg.max_value_len,
+            max_value_len: if cfg.line_sized_slots {
+                line_sized_value_len(cfg.max_key_len, cfg.max_value_len)
+            } else {
+                cfg.max_value_len
+            },
             max_counters: cfg.max_counters,
             policy: cfg.when_full,
             lock_timeout_ms: cfg.lock_timeout.as_millis() as u32,
@@ -384,9 +405,10 @@ impl Layout {
         let scratch_off_in_shard = SHARD_HEADER_SIZE
             .checked_add(ctrl_size)
             .ok_or_else(too_big)?;
+        // Slots start on a cache line, so slots of whole lines never share one.
         let slots_off_in_shard = scratch_off_in_shard
             .checked_add(slot_size)
-            .and_then(|v| round_up(v, 8))
+            .and_then(|v| round_up(v, LINE))
             .ok_or_else(too_big)?;
         let shard_size = slots_per_shard
             .checked_mul(slot_size)

@@ -696,3 +696,59 @@ fn scan_pages_and_delete_prefix() {
     assert_eq!(s.delete_prefix(b"user:").unwrap(), 0);
     assert!(s.verify().unwrap().is_ok());
 }
+
+#[test]
+fn line_sized_slots_fill_whole_cache_lines() {
+    let cfg = Config::new()
+        .capacity(1000)
+        .shards(2)
+        .max_key_len(16)
+        .max_value_len(256);
+    let exact = Store::anonymous(&cfg).unwrap();
+    assert_eq!(exact.config().get_max_value_len(), 256);
+    let s = Store::anonymous(&cfg.clone().line_sized_slots(true)).unwrap();
+    // 24-byte header + 16 + 280 = 320 = five lines.
+    let max = s.config().get_max_value_len();
+    assert_eq!(max, 280);
+    assert!(s.region_bytes() > exact.region_bytes());
+    // The extra room is usable, and the limit is enforced at the new length.
+    let v = vec![7u8; 280];
+    s.set(b"k", &v, None).unwrap();
+    assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&v[..]));
+    assert!(matches!(
+        s.set(b"k", &[0u8; 281], None),
+        Err(Error::ValueTooLarge { len: 281, max: 280 })
+    ));
+    // Every slot starts on a line and slots are whole lines apart.
+    let mut starts = std::collections::BTreeMap::new();
+    for p in s.layout_map() {
+        if let (shmstate::PartKind::Slot(_), Some(shard), Some(slot)) = (p.kind, p.shard, p.slot) {
+            let e = starts.entry((shard, slot)).or_insert(usize::MAX);
+            *e = (*e).min(p.range.start);
+        }
+    }
+    assert!(starts.len() >= 1000);
+    assert!(starts.values().all(|o| o % 64 == 0), "a slot off a line");
+    let pairs: Vec<_> = starts.iter().collect();
+    for w in pairs.windows(2) {
+        let (((s0, _), o0), ((s1, _), o1)) = (w[0], w[1]);
+        if s0 == s1 {
+            assert_eq!(o1 - o0, 320, "slots of one shard are whole lines apart");
+        }
+    }
+    // Reopening the geometry from the header gives the same store (the rounded length is
+    // what the header holds).
+    assert_eq!(
+        Store::anonymous(&s.config()).unwrap().region_bytes(),
+        s.region_bytes()
+    );
+    // Already whole lines: unchanged.
+    let c = Config::new().max_key_len(8).max_value_len(32);
+    assert_eq!(
+        Store::anonymous(&c.line_sized_slots(true))
+            .unwrap()
+            .config()
+            .get_max_value_len(),
+        32
+    );
+}

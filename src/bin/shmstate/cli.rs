@@ -173,6 +173,10 @@ pub struct CreateArgs {
     /// Longest value in bytes (every slot reserves this much).
     #[arg(long, default_value_t = 256)]
     pub max_value_len: u32,
+    /// Round the value room up so each slot fills whole 64-byte cache lines (no two entries
+    /// share a line; the extra room is usable value length).
+    #[arg(long)]
+    pub line_sized_slots: bool,
     /// Named counter slots.
     #[arg(long, default_value_t = 256)]
     pub max_counters: u32,

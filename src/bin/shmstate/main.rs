@@ -314,6 +314,7 @@ fn config_from(a: &CreateArgs) -> Config {
         .capacity(a.capacity)
         .max_key_len(a.max_key_len)
         .max_value_len(a.max_value_len)
+        .line_sized_slots(a.line_sized_slots)
         .max_counters(a.max_counters)
         .lock_timeout(a.lock_timeout.0)
         .when_full(if a.evict {
