@@ -173,7 +173,7 @@ pub mod slot {
 /// Control bytes per group (one `u64` load).
 pub const GROUP_WIDTH: usize = 8;
 /// A lookup visits at most this many groups; a key that cannot be placed within them is `Full`.
-pub const MAX_PROBE_GROUPS: u32 = 16;
+pub const MAX_PROBE_GROUPS: u32 = 64;
 /// Maximum load: 7/8 of a shard's slots.
 pub const MAX_LOAD_NUM: u64 = 7;
 pub const MAX_LOAD_DEN: u64 = 8;

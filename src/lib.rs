@@ -45,7 +45,7 @@
 //! * Slots are fixed-size (`max_key_len + max_value_len + 24` bytes, rounded to 8), so size
 //!   `max_value_len` for your values; larger values are refused with [`Error::ValueTooLarge`].
 //! * The table does not grow. A shard refuses new keys past 7/8 load or when no slot is free
-//!   within 16 probe groups ([`Error::Full`]), unless configured with [`WhenFull::Evict`].
+//!   within 64 probe groups of 8 slots ([`Error::Full`]), unless configured with [`WhenFull::Evict`].
 //! * TTLs are wall-clock milliseconds; expiry is lazy (on access, and when an insert needs
 //!   room) plus [`Store::flush_expired`].
 //! * Linux only (robust futexes, `/dev/shm`). All processes must use builds with the same
