@@ -387,7 +387,7 @@ fn main() {
     store
         .set(&key16(999_999_999_999), b"0", None)
         .expect("hot key");
-    let redis = RedisServer::start();
+    let redis = RedisServer::start(false);
     let coord = Coordinator::spawn();
     {
         let mut c = coord.connect();

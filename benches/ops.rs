@@ -263,7 +263,7 @@ fn remote(c: &mut Criterion, coord: &Coordinator, redis: Result<&RedisServer, &s
 fn main() {
     // Fork the coordinator while the process is still single-threaded.
     let coord = Coordinator::spawn();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start(true);
     pin(0, 0);
     let mut c = Criterion::default().configure_from_args();
 

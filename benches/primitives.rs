@@ -161,7 +161,7 @@ fn primitives(c: &mut Criterion) {
 }
 
 fn main() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start(false);
     pin(0, 0);
     let mut c = Criterion::default().configure_from_args();
     primitives(&mut c);

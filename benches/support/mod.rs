@@ -1,15 +1,14 @@
 //! Shared pieces of the benchmarks: keys and values, a Zipf sampler, a shared page for the
-//! atomic baseline, CPU pinning, a real `redis-server`, and a "master process" coordinator that
-//! owns a `HashMap` and answers over a Unix socket (the pattern pre-fork servers use today).
+//! atomic baseline, CPU pinning, a real `redis-server` (the tests' launcher,
+//! `tests/redis_server`), and a "master process" coordinator that owns a `HashMap` and answers
+//! over a Unix socket (the pattern pre-fork servers use today).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicI64;
-use std::time::{Duration, Instant};
 
 /// A 16-byte key.
 pub fn key16(i: usize) -> [u8; 16] {
@@ -143,90 +142,9 @@ fn temp_dir(prefix: &str) -> PathBuf {
     d
 }
 
-/// A real `redis-server` on a unix socket and a loopback TCP port, killed and cleaned up on
-/// drop. Persistence is off, as for a cache.
-pub struct RedisServer {
-    child: Child,
-    dir: PathBuf,
-    pub socket: PathBuf,
-    pub port: u16,
-}
-
-impl RedisServer {
-    /// Starts one, or says why it cannot (to print as the reason a baseline is skipped).
-    pub fn start() -> Result<Self, String> {
-        let dir = temp_dir("redis");
-        let socket = dir.join("redis.sock");
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-            l.local_addr().map_err(|e| e.to_string())?.port()
-        };
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .args([
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "redis-server not runnable ({e}); install it (apt-get install redis-server)"
-                )
-            })?;
-        let mut server = RedisServer {
-            child,
-            dir,
-            socket,
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = server.connect_unix() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Ok(server);
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = server.child.kill();
-                return Err("redis-server did not answer within 10 s".into());
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("redis-server exited: {status}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn pid(&self) -> libc::pid_t {
-        self.child.id() as libc::pid_t
-    }
-
-    pub fn connect_unix(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("unix://{}", self.socket.display()))?.get_connection()
-    }
-
-    pub fn connect_tcp(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+#[path = "../../tests/redis_server/mod.rs"]
+mod redis_server;
+pub use redis_server::RedisServer;
 
 /// Requests of the coordinator protocol: `op u8, key_len u16, val_len u32, key, value`;
 /// replies: `found u8, val_len u32, value`.
