@@ -642,7 +642,7 @@ impl Store {
         let live = l.live(&now);
         let matches = match (live, expected) {
             (None, None) => true,
-            (Some(i), Some(exp)) => lk.value_eq(i, exp),
+            (Some(i), Some(exp)) => lk.value_eq(i, exp)?,
             _ => false,
         };
         if !matches {

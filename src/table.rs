@@ -507,12 +507,14 @@ impl<'a> Locked<'a> {
         raw::load_into(sv.value_words(n), &mut dst[..n]);
     }
 
-    /// Whether slot `i`'s value equals `v`.
-    pub(crate) fn value_eq(&self, i: usize, v: &[u8]) -> bool {
+    /// Whether slot `i`'s value equals `v`; `Corrupted` if its stored length is past the limit.
+    pub(crate) fn value_eq(&self, i: usize, v: &[u8]) -> Result<bool> {
         let sv = self.s.slot(i);
-        sv.val_len().load(Ordering::Relaxed) as usize == v.len()
-            && v.len() <= sv.val_cap()
-            && raw::words_eq(sv.value_words(v.len()), v)
+        let vlen = sv.val_len().load(Ordering::Relaxed) as usize;
+        if vlen > self.l().geo.max_value_len as usize {
+            return Err(Error::corrupted("slot value length exceeds max_value_len"));
+        }
+        Ok(vlen == v.len() && raw::words_eq(sv.value_words(vlen), v))
     }
 
     /// Writes every field of `e` into `sv` (lengths were checked against the limits by the

@@ -704,6 +704,13 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
             if !matches!(r, Err(shmstate::Error::Corrupted { .. })) {
                 fail(format!("incr of the corrupted value gave {r:?}"));
             }
+            // compare_and_swap too (not a mismatch: it cannot tell what the value is).
+            let r = store.compare_and_swap(&l.key, Some(&l.value), Some(&l.value), None);
+            if !matches!(r, Err(shmstate::Error::Corrupted { .. })) {
+                fail(format!(
+                    "compare_and_swap of the corrupted value gave {r:?}"
+                ));
+            }
         }
         if plan.target_cas {
             let Ok(Some(v)) = got else { unreachable!() };
