@@ -12,18 +12,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use shmstate::{Clock, Config, ManualClock, Store};
+use shmstate::{Clock, Config, ManualClock, PartKind, Store};
 
 /// Wall-clock reading of the manual clocks the targets use (any fixed value would do).
 pub const T0_MS: u64 = 1_700_000_000_000;
 
-/// Header offsets of the fields that differ between otherwise identical regions (the random
-/// hash seed, the creation time, the creator's pid). `image` overwrites them so that the base
-/// image, and so every crash input, is the same in every run. Taken from `src/layout.rs`; if the
-/// layout moves them, the image is still valid, only no longer reproducible across runs.
-const HEADER_SEED: std::ops::Range<usize> = 32..48;
-const HEADER_CREATED_MS: std::ops::Range<usize> = 96..104;
-const HEADER_CREATOR_PID: std::ops::Range<usize> = 104..108;
+/// Header fields that differ between otherwise identical regions (the random hash seed, the
+/// creation time, the creator's pid), as the store's own layout map names them. `image`
+/// overwrites them so that the base image, and so every crash input, is the same in every run.
+const FIXED_HEADER_FIELDS: [(&str, u64); 4] = [
+    ("seed0", 0x5a5a_5a5a_5a5a_5a5a),
+    ("seed1", 0x5a5a_5a5a_5a5a_5a5a),
+    ("created_ms", T0_MS),
+    ("creator_pid", 1),
+];
 
 /// The configuration of the base image: small, so a region is about 60 KiB, with a 2 ms lock
 /// timeout so that a scribbled mutex word (a lock that looks held) costs each operation on its
@@ -143,11 +145,19 @@ fn build_base_image() -> Vec<u8> {
     let tmp = TempRegion::new("base");
     // 1. An empty region; fix the per-region random fields while no key is placed yet.
     let s = Store::create_file(tmp.path(), &image_config()).expect("create base image");
+    let parts = s.layout_map();
     drop(s);
     let mut bytes = fs::read(tmp.path()).expect("read base image");
-    bytes[HEADER_SEED].copy_from_slice(&[0x5a; 16]);
-    bytes[HEADER_CREATED_MS].copy_from_slice(&T0_MS.to_le_bytes());
-    bytes[HEADER_CREATOR_PID].copy_from_slice(&1u32.to_le_bytes());
+    for (name, value) in FIXED_HEADER_FIELDS {
+        let r = parts
+            .iter()
+            .find(|p| p.kind == PartKind::Header(name))
+            .unwrap_or_else(|| panic!("no header field {name} in the layout map"))
+            .range
+            .clone();
+        let le = value.to_le_bytes();
+        bytes[r.clone()].copy_from_slice(&le[..r.len()]);
+    }
     fs::remove_file(tmp.path()).expect("remove base image");
     tmp.write(&bytes);
     // 2. Populate through the fixed seed.
