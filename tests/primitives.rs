@@ -268,6 +268,73 @@ fn gcra_bursts_then_paces_and_retry_after_is_exact() {
     assert_eq!(s.flush_expired().unwrap(), 1);
 }
 
+/// The keys of every entry in the store.
+fn all_keys(s: &Store) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    let mut cursor = Some(0);
+    while let Some(c) = cursor {
+        let (page, next) = s.scan(c, b"", 64).unwrap();
+        keys.extend(page);
+        cursor = next;
+    }
+    keys
+}
+
+/// A rate limiter's record is in the shared region, where another (buggy or older) process
+/// may have written any counts. Extreme counts must give a decision or `BadRecord`, never an
+/// arithmetic overflow (a panic in debug builds; found by the `records` fuzz target).
+#[test]
+fn rate_limiters_survive_extreme_foreign_records() {
+    let (s, clock) = manual();
+    let w = Duration::from_secs(1);
+    let c = || Clock::Manual(clock.clone());
+    let limiters = [
+        RateLimiter::fixed_window(&s, "fw", 5, w)
+            .unwrap()
+            .with_clock(c()),
+        RateLimiter::sliding_window(&s, "sw", 5, w)
+            .unwrap()
+            .with_clock(c()),
+        RateLimiter::gcra(&s, "gc", 5, w, 3)
+            .unwrap()
+            .with_clock(c()),
+    ];
+    let big = [0, 1, 5, 6, i64::MAX as u64, u64::MAX - 1, u64::MAX];
+    clock.advance(Duration::from_millis(400)); // mid-window
+    let idx = clock.now_ms() / 1000;
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for &a in &big {
+        records.push(a.to_le_bytes().to_vec()); // a GCRA time
+        records.push(a.to_string().into_bytes()); // a fixed-window count
+        records.push(format!("-{a}").into_bytes());
+        for &b in &big {
+            for i in [idx, idx - 1, idx + 1, 0, u64::MAX] {
+                records.push([i, a, b].iter().flat_map(|x| x.to_le_bytes()).collect());
+            }
+        }
+    }
+    let mut checked = 0;
+    for rl in &limiters {
+        assert!(rl.check(b"client").unwrap().allowed);
+        let keys = all_keys(&s);
+        for rec in &records {
+            for k in &keys {
+                s.set(k, rec, None).unwrap();
+            }
+            for cost in [1, 2, 3] {
+                match rl.check_n(b"client", cost) {
+                    Ok(d) => assert!(d.remaining <= d.limit, "{d:?}"),
+                    Err(Error::BadRecord { .. } | Error::Overflow | Error::NotAnInteger) => {}
+                    Err(e) => panic!("record {rec:?}, cost {cost}: {e}"),
+                }
+                checked += 1;
+            }
+        }
+        s.clear().unwrap();
+    }
+    assert_eq!(checked, 3 * 3 * records.len());
+}
+
 #[test]
 fn rate_limiters_refuse_bad_arguments() {
     let s = store();

@@ -34,6 +34,12 @@ enum Edit {
         index: u8,
         value: i64,
     },
+    /// Sets one aligned 64-bit word of a record (most record fields are u64).
+    Word {
+        key: u8,
+        index: u8,
+        value: u64,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -135,6 +141,7 @@ fuzz_target!(|input: Input| {
                 }
             }
             Edit::Replace { key, .. }
+            | Edit::Word { key, .. }
             | Edit::Patch { key, .. }
             | Edit::Truncate { key, .. }
             | Edit::Delete { key } => {
@@ -154,6 +161,14 @@ fuzz_target!(|input: Input| {
                         }
                     }
                     Edit::Truncate { len, .. } => v.truncate(usize::from(*len)),
+                    Edit::Word { index, value, .. } => {
+                        let words = v.len() / 8;
+                        if words == 0 {
+                            continue;
+                        }
+                        let at = usize::from(*index) % words * 8;
+                        v[at..at + 8].copy_from_slice(&value.to_le_bytes());
+                    }
                     _ => {
                         s.delete(k).expect("delete");
                         continue;

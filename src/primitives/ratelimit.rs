@@ -334,8 +334,8 @@ impl RateLimiter {
             } else {
                 (0, 0)
             };
-            // Weighted count, scaled by w: prev * (w - e) + curr * w. Counts stay <= limit
-            // <= u32::MAX and w < 2^60, so u128 cannot overflow.
+            // Weighted count, scaled by w: prev * (w - e) + curr * w. Counts are < 2^64 and
+            // w < 2^60, so u128 cannot overflow.
             let weighted =
                 |curr: u64| u128::from(prev) * u128::from(w - e) + u128::from(curr) * u128::from(w);
             let cap = u128::from(limit) * u128::from(w);
@@ -344,7 +344,10 @@ impl RateLimiter {
             // again at the end of the next window (or of this one if nothing is counted here).
             let reset_after =
                 |curr: u64| Duration::from_millis(if curr > 0 { 2 * w - e } else { w - e });
-            if weighted(curr + cost) > cap {
+            // The record is untrusted (another process may have written any counts): saturate.
+            // A saturated count is above the limit, so it is never stored.
+            let next = curr.saturating_add(cost);
+            if weighted(next) > cap {
                 return Ok(Decision {
                     allowed: false,
                     limit,
@@ -358,7 +361,7 @@ impl RateLimiter {
             let mut rec = [0u8; 24];
             rec[0..8].copy_from_slice(&idx.to_le_bytes());
             rec[8..16].copy_from_slice(&prev.to_le_bytes());
-            rec[16..24].copy_from_slice(&(curr + cost).to_le_bytes());
+            rec[16..24].copy_from_slice(&next.to_le_bytes());
             // The record matters until the end of the next window.
             let ttl = Duration::from_millis(2 * w - e);
             let expected = found.then_some(&buf[..]);
@@ -369,9 +372,9 @@ impl RateLimiter {
                 return Ok(Decision {
                     allowed: true,
                     limit,
-                    remaining: remaining(curr + cost),
+                    remaining: remaining(next),
                     retry_after: Duration::ZERO,
-                    reset_after: reset_after(curr + cost),
+                    reset_after: reset_after(next),
                 });
             }
         }
