@@ -1,5 +1,5 @@
 //! Hostile records of the coordination primitives: a store where a leased lock, three rate
-//! limiters, a namespace and a cache have written their records, whose values (and counters)
+//! limiters, a namespace, a worker registry and a cache have written their records, whose values (and counters)
 //! the fuzzer then replaces, patches, truncates or deletes, as a foreign writer of the reserved
 //! key space could. Every primitive used afterwards must return `Ok` or an error
 //! (`BadRecord` and the like): never a panic or a hang.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use shmstate::{Cache, Clock, Config, ManualClock, Namespace, RateLimiter, Store};
+use shmstate::{Cache, Clock, Config, ManualClock, Namespace, RateLimiter, Store, Workers};
 
 #[derive(Debug, Arbitrary)]
 enum Edit {
@@ -82,6 +82,20 @@ fn use_primitives(s: &Store, clock: &ManualClock) {
         let _ = ns.key(b"b");
         let _ = ns.delete(b"b");
     }
+    if let Ok(reg) = Workers::new(s, "wk", 4) {
+        let _ = reg.list();
+        let _ = reg.gauge_total("g");
+        let _ = reg.gauge_by_worker("g");
+        let _ = reg.reap();
+        if let Ok(w) = reg.register("fuzz") {
+            if let Ok(g) = w.gauge("g") {
+                let _ = g.add(1);
+                let _ = g.get();
+            }
+            let _ = reg.gauge_total("g");
+            let _ = w.deregister();
+        }
+    }
     if let Ok(cache) = Cache::new(s, "cache") {
         let cache = cache
             .wait(Duration::from_millis(5))
@@ -113,6 +127,10 @@ fuzz_target!(|input: Input| {
     let held = s
         .try_lock("job", Duration::from_secs(10))
         .expect("try_lock");
+    // A registered worker whose registry slot and gauge get edited, deregistered at the end.
+    let registry = Workers::new(&s, "wk", 4).expect("registry");
+    let worker = registry.register("kept").expect("register");
+    worker.gauge("g").expect("gauge").add(3).expect("gauge add");
     use_primitives(&s, &clock);
     if let Ok(ns) = Namespace::new(&s, "ns") {
         let _ = ns.invalidate();
@@ -192,6 +210,7 @@ fuzz_target!(|input: Input| {
     if let Some(g) = held {
         let _ = g.release();
     }
+    let _ = worker.deregister();
     if let Ok(ns) = Namespace::new(&s, "ns") {
         let _ = ns.purge_old_generations();
         let _ = ns.delete_prefix(b"");

@@ -287,9 +287,14 @@ impl Workers {
     /// The sum of gauge `gauge` over the live workers. Dead workers found on the way are
     /// reaped first, so a crashed worker's contribution is never counted. Costs one lock-free
     /// read and one `/proc` read per occupied slot, plus one pass over the counter table:
-    /// meant for metrics scrapes, not for every request.
+    /// meant for metrics scrapes, not for every request. The sum wraps on overflow, as the
+    /// gauges themselves do.
     pub fn gauge_total(&self, gauge: &str) -> Result<i64> {
-        Ok(self.gauge_by_worker(gauge)?.iter().map(|(_, v)| v).sum())
+        // Gauges wrap like counters (and any process can set one), so the sum wraps too.
+        Ok(self
+            .gauge_by_worker(gauge)?
+            .iter()
+            .fold(0i64, |sum, (_, v)| sum.wrapping_add(*v)))
     }
 
     /// Gauge `gauge` of each live worker.
@@ -469,5 +474,18 @@ mod tests {
         // A foreign value in a slot is skipped, never counted, never panics.
         store.set(&reg.slot_key(2), b"junk", None).unwrap();
         assert_eq!(reg.list().unwrap().len(), 1);
+    }
+
+    /// Gauges are counters any process can set: the total of extreme values wraps (as the
+    /// gauges do) instead of overflowing, which would panic in a debug build.
+    #[test]
+    fn gauge_total_wraps_instead_of_overflowing() {
+        let store = Store::anonymous(&crate::Config::new().max_counters(16)).unwrap();
+        let reg = Workers::new(&store, "t", 4).unwrap();
+        let a = reg.register("a").unwrap();
+        let b = reg.register("b").unwrap();
+        a.gauge("g").unwrap().set(i64::MAX).unwrap();
+        b.gauge("g").unwrap().set(2).unwrap();
+        assert_eq!(reg.gauge_total("g").unwrap(), i64::MIN + 1);
     }
 }
