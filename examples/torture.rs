@@ -9,6 +9,7 @@
 //! ```text
 //! cargo run --release --features failpoints --example torture -- --seconds 600
 //! cargo run --release --example torture -- --workers 8 --kill-every-ms 20   # random kills only
+//! cargo run --release --features failpoints --example torture -- --region file --seconds 600
 //! ```
 
 #[path = "../tests/common/forked.rs"]
@@ -19,11 +20,12 @@ mod torture;
 
 use std::time::Duration;
 
-use torture::{Params, MAX_WORKERS};
+use torture::{Backing, Params, MAX_WORKERS};
 
 const USAGE: &str = "\
 usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-every-ms MS]
                [--seed N] [--shards N] [--max-hold-ms MS] [--max-wait-ms MS] [--no-targeted]
+               [--region anonymous|file|named]
 
   --workers N         worker processes (default 4, at most 64)
   --seconds S         how long to run (default 20)
@@ -34,7 +36,10 @@ usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-ever
   --shards N          shards of the store (default 4)
   --max-hold-ms MS    a worker parked at a failpoint holds its lock up to this long (default 20)
   --max-wait-ms MS    longest acceptable operation (default 2000)
-  --no-targeted       random kills only, even when built with the failpoints feature";
+  --no-targeted       random kills only, even when built with the failpoints feature
+  --region R          anonymous (default; workers inherit the mapping), file (a region file in
+                      the temp directory) or named (a POSIX shm object): with file and named,
+                      every worker opens the region itself after fork; removed at the end";
 
 fn parse_args() -> Result<Params, String> {
     let mut p = Params {
@@ -70,6 +75,15 @@ fn parse_args() -> Result<Params, String> {
             }
             "--max-hold-ms" => p.max_hold = Duration::from_millis(num("--max-hold-ms")?),
             "--max-wait-ms" => p.max_wait_bound = Duration::from_millis(num("--max-wait-ms")?),
+            "--region" => {
+                let unique = format!("shmstate-torture-{}", std::process::id());
+                p.backing = match value.as_str() {
+                    "anonymous" => Backing::Anonymous,
+                    "file" => Backing::File(std::env::temp_dir().join(unique + ".region")),
+                    "named" => Backing::Named(format!("/{unique}")),
+                    _ => return Err(format!("--region: anonymous, file or named, not {value:?}")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
@@ -97,10 +111,12 @@ fn main() {
         }
     };
     println!(
-        "torture: {} workers, {} hot keys, {} shards, a random kill every ~{:?}, {}, seed {}",
+        "torture: {} workers, {} hot keys, {} shards, {:?} region, a random kill every ~{:?}, {}, \
+         seed {}",
         p.workers,
         p.keys,
         p.shards,
+        p.backing,
         p.kill_every,
         if p.targeted {
             "and lock holders parked at failpoints and killed"

@@ -1,6 +1,8 @@
 //! The kill -9 torture soak (see `common/torture.rs`), CI length: workers on a hot keyset,
-//! random SIGKILLs, and lock holders parked at failpoints and killed. About 20 s, bounded by
-//! time and by an operation budget; `SHMSTATE_TORTURE_SECONDS` overrides the time.
+//! random SIGKILLs, and lock holders parked at failpoints and killed. About 20 s on an
+//! anonymous region, then 5 s each on a region file and a named shm object that every worker
+//! opens itself; each bounded by time and by an operation budget. `SHMSTATE_TORTURE_SECONDS`
+//! overrides the time of each.
 //! `harness = false`: the process is single-threaded when it forks.
 
 #[path = "common/forked.rs"]
@@ -11,7 +13,7 @@ mod torture;
 
 use std::time::Duration;
 
-use torture::{check_conserved, check_value, make_value, Params};
+use torture::{check_conserved, check_value, make_value, Backing, Params};
 
 type TestFn = fn();
 
@@ -19,6 +21,8 @@ fn main() {
     let tests: &[(&str, TestFn)] = &[
         ("checkers_reject_bad_data", checkers_reject_bad_data),
         ("soak", soak),
+        ("soak_file_region", soak_file_region),
+        ("soak_named_region", soak_named_region),
     ];
     forked::run_all("torture", tests);
 }
@@ -53,9 +57,29 @@ fn checkers_reject_bad_data() {
 }
 
 fn soak() {
+    run_soak(Backing::Anonymous, 20);
+}
+
+/// The same storm on a region file that every (re)spawned worker opens itself: opening and
+/// resolving counters race with the others' writes and with kills.
+fn soak_file_region() {
+    let path = std::env::temp_dir().join(format!("shmstate-torture-{}.region", std::process::id()));
+    run_soak(Backing::File(path), 5);
+}
+
+/// The same on a named POSIX shm object.
+fn soak_named_region() {
+    run_soak(
+        Backing::Named(format!("/shmstate-torture-{}", std::process::id())),
+        5,
+    );
+}
+
+/// Runs the soak for `default_seconds` (or `SHMSTATE_TORTURE_SECONDS`) and fails on any problem.
+fn run_soak(backing: Backing, default_seconds: u64) {
     let seconds: u64 = match std::env::var("SHMSTATE_TORTURE_SECONDS") {
         Ok(s) => s.parse().expect("SHMSTATE_TORTURE_SECONDS: whole seconds"),
-        Err(_) => 20,
+        Err(_) => default_seconds,
     };
     let seed = std::env::var("SHMSTATE_TORTURE_SEED").ok().map_or_else(
         || std::process::id().into(),
@@ -67,6 +91,7 @@ fn soak() {
         // machine.
         max_ops: 20_000_000 * seconds.max(1),
         seed,
+        backing,
         ..Params::default()
     };
     println!("  seed {seed} (SHMSTATE_TORTURE_SEED to repeat the choices)");

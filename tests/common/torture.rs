@@ -6,8 +6,10 @@
 //!
 //! # How it works
 //!
-//! A supervisor (the calling process, which must be single-threaded) creates an anonymous
-//! store and a separate anonymous `MAP_SHARED` *ledger*, then forks `workers` workers. Each
+//! A supervisor (the calling process, which must be single-threaded) creates the store (an
+//! anonymous region, or a region file or named shm object that every worker opens itself
+//! after `fork`, so openers race with the storm and are killed mid-open too; see [`Backing`])
+//! and a separate anonymous `MAP_SHARED` *ledger*, then forks `workers` workers. Each
 //! worker loops over a random mix of every operation on a small hot keyset (so shard locks are
 //! contended), recording in its ledger slot what it did. The supervisor kills a random worker
 //! at random moments, reaps it and forks a replacement into the same slot. With the
@@ -53,6 +55,7 @@
 //! [`VIOLATION_EXIT`]; the supervisor then stops the run and reports it.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
@@ -96,9 +99,60 @@ pub const PARK_POINTS: &[&str] = &[
     "repair.recounted",
 ];
 
+/// Where the store's region lives, and so how a (re)spawned worker gets its handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Anonymous shared memory: workers inherit the supervisor's mapping across `fork`.
+    Anonymous,
+    /// A region file (created by the supervisor, removed at the end): every worker opens it
+    /// with [`Store::open_file`] and resolves its counters itself, while the others run.
+    File(PathBuf),
+    /// A named POSIX shm object (created by the supervisor, unlinked at the end): every
+    /// worker opens it with [`Store::open`].
+    Named(String),
+}
+
+impl Backing {
+    fn create(&self, cfg: &Config) -> Store {
+        match self {
+            Backing::Anonymous => Store::anonymous(cfg),
+            Backing::File(path) => Store::create_file(path, cfg),
+            Backing::Named(name) => Store::create(name, cfg),
+        }
+        .expect("create the store")
+    }
+
+    fn open(&self) -> Option<shmstate::Result<Store>> {
+        match self {
+            Backing::Anonymous => None,
+            Backing::File(path) => Some(Store::open_file(path)),
+            Backing::Named(name) => Some(Store::open(name)),
+        }
+    }
+}
+
+/// Removes a file or named region when the run ends (also when it panics).
+struct RemoveOnDrop(Backing);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        match &self.0 {
+            Backing::Anonymous => {}
+            Backing::File(path) => {
+                let _ = std::fs::remove_file(path);
+            }
+            Backing::Named(name) => {
+                let _ = Store::unlink(name);
+            }
+        }
+    }
+}
+
 /// Parameters of one run.
 #[derive(Clone, Debug)]
 pub struct Params {
+    /// Where the region lives (see [`Backing`]).
+    pub backing: Backing,
     /// Concurrent worker processes (at most [`MAX_WORKERS`]).
     pub workers: usize,
     /// How long to run (the run also stops after `max_ops` operations).
@@ -128,6 +182,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
+            backing: Backing::Anonymous,
             workers: 4,
             duration: Duration::from_secs(20),
             max_ops: u64::MAX,
@@ -901,6 +956,8 @@ fn settled_state(acked: u64, pending: u64, seen: u64) -> Result<(), String> {
 pub struct Report {
     pub elapsed: Duration,
     pub workers: usize,
+    /// The region: "anonymous", "file" or "named shm".
+    pub backing: &'static str,
     pub ops: u64,
     pub by_op: Vec<(&'static str, u64)>,
     pub reads_checked: u64,
@@ -930,7 +987,10 @@ impl Report {
 
     pub fn print(&self) {
         let secs = self.elapsed.as_secs_f64();
-        println!("torture: {} workers, {:.1} s", self.workers, secs);
+        println!(
+            "torture: {} workers, {:.1} s, {} region",
+            self.workers, secs, self.backing
+        );
         println!(
             "  ops          {} ({:.0}/s), reads checked {}",
             self.ops,
@@ -1092,6 +1152,7 @@ impl<'a> Supervisor<'a> {
             buf: Vec::with_capacity(MAX_VALUE_LEN as usize),
         };
         let notify_fd = self.pipes[s].1;
+        let backing = &self.p.backing;
         // SAFETY: getpid has no preconditions.
         let supervisor = unsafe { libc::getpid() };
         self.pids[s] = forked::spawn(move || {
@@ -1103,7 +1164,26 @@ impl<'a> Supervisor<'a> {
             if unsafe { libc::getppid() } != supervisor {
                 return; // the supervisor died before the prctl
             }
-            let mut worker = worker;
+            // A worker of a file or named region opens it itself (and may be killed while
+            // opening or resolving its counters).
+            let reopened;
+            let own_counters: Vec<Counter>;
+            let mut worker: Worker<'_> = worker;
+            if let Some(opened) = backing.open() {
+                reopened = match opened {
+                    Ok(s) => s,
+                    Err(e) => worker.fail(format!("open the region: {e}")),
+                };
+                own_counters = match (0..COUNTERS)
+                    .map(|i| reopened.counter(&counter_name(i)))
+                    .collect()
+                {
+                    Ok(c) => c,
+                    Err(e) => worker.fail(format!("resolve the counters: {e}")),
+                };
+                worker.store = &reopened;
+                worker.counters = &own_counters;
+            }
             worker.known = worker.keys.all();
             if let Some((point, after)) = armed {
                 arm(point, notify_fd, after);
@@ -1367,13 +1447,13 @@ pub fn run(p: &Params) -> Report {
     );
     let keys = Keys::new(p);
     let capacity = (2 * p.keys + INCR_KEYS + p.workers * PRIVATE_KEYS) as u64 * 4 + 1000;
-    let store = Store::anonymous(
+    let store = p.backing.create(
         &Config::new()
             .capacity(capacity)
             .shards(p.shards)
             .max_value_len(MAX_VALUE_LEN),
-    )
-    .expect("create the store");
+    );
+    let _remove = RemoveOnDrop(p.backing.clone());
     let counters: Vec<Counter> = (0..COUNTERS)
         .map(|i| store.counter(&counter_name(i)).expect("register counter"))
         .collect();
@@ -1425,6 +1505,11 @@ pub fn run(p: &Params) -> Report {
             .map(|(&p, n)| (p, n))
             .collect(),
         spawns: sup.spawns,
+        backing: match p.backing {
+            Backing::Anonymous => "anonymous",
+            Backing::File(_) => "file",
+            Backing::Named(_) => "named shm",
+        },
         targeted: p.targeted,
         uncertain: sup.incr_uncertain.iter().sum::<i64>() + sup.ctr_uncertain.iter().sum::<i64>(),
         ..Report::default()
