@@ -25,7 +25,7 @@ use torture::{Backing, Params, MAX_WORKERS};
 const USAGE: &str = "\
 usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-every-ms MS]
                [--seed N] [--shards N] [--max-hold-ms MS] [--max-wait-ms MS] [--no-targeted]
-               [--region anonymous|file|named]
+               [--region anonymous|file|named] [--clears]
 
   --workers N         worker processes (default 4, at most 64)
   --seconds S         how long to run (default 20)
@@ -37,6 +37,8 @@ usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-ever
   --max-hold-ms MS    a worker parked at a failpoint holds its lock up to this long (default 20)
   --max-wait-ms MS    longest acceptable operation (default 2000)
   --no-targeted       random kills only, even when built with the failpoints feature
+  --clears            workers also call clear() (incr and private keys, which a clear wipes,
+                      are then left out)
   --region R          anonymous (default; workers inherit the mapping), file (a region file in
                       the temp directory) or named (a POSIX shm object): with file and named,
                       every worker opens the region itself after fork; removed at the end";
@@ -55,6 +57,10 @@ fn parse_args() -> Result<Params, String> {
         }
         if flag == "--no-targeted" {
             p.targeted = false;
+            continue;
+        }
+        if flag == "--clears" {
+            p.clears = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -111,12 +117,13 @@ fn main() {
         }
     };
     println!(
-        "torture: {} workers, {} hot keys, {} shards, {:?} region, a random kill every ~{:?}, {}, \
-         seed {}",
+        "torture: {} workers, {} hot keys, {} shards, {:?} region{}, a random kill every ~{:?}, \
+         {}, seed {}",
         p.workers,
         p.keys,
         p.shards,
         p.backing,
+        if p.clears { ", with clear()" } else { "" },
         p.kill_every,
         if p.targeted {
             "and lock holders parked at failpoints and killed"

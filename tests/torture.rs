@@ -1,7 +1,8 @@
 //! The kill -9 torture soak (see `common/torture.rs`), CI length: workers on a hot keyset,
 //! random SIGKILLs, and lock holders parked at failpoints and killed. About 20 s on an
 //! anonymous region, then 5 s each on a region file and a named shm object that every worker
-//! opens itself; each bounded by time and by an operation budget. `SHMSTATE_TORTURE_SECONDS`
+//! opens itself, and 5 s with workers also calling `clear()`; each bounded by time and by an
+//! operation budget. `SHMSTATE_TORTURE_SECONDS`
 //! overrides the time of each.
 //! `harness = false`: the process is single-threaded when it forks.
 
@@ -23,6 +24,7 @@ fn main() {
         ("soak", soak),
         ("soak_file_region", soak_file_region),
         ("soak_named_region", soak_named_region),
+        ("soak_with_clears", soak_with_clears),
     ];
     forked::run_all("torture", tests);
 }
@@ -75,8 +77,18 @@ fn soak_named_region() {
     );
 }
 
+/// Workers also call `clear()` and are killed half-way through clearing a shard; the incr and
+/// private keys are left out (a clear wipes them), everything else is checked as usual.
+fn soak_with_clears() {
+    run_soak_with(Backing::Anonymous, 5, true);
+}
+
 /// Runs the soak for `default_seconds` (or `SHMSTATE_TORTURE_SECONDS`) and fails on any problem.
 fn run_soak(backing: Backing, default_seconds: u64) {
+    run_soak_with(backing, default_seconds, false);
+}
+
+fn run_soak_with(backing: Backing, default_seconds: u64, clears: bool) {
     let seconds: u64 = match std::env::var("SHMSTATE_TORTURE_SECONDS") {
         Ok(s) => s.parse().expect("SHMSTATE_TORTURE_SECONDS: whole seconds"),
         Err(_) => default_seconds,
@@ -92,6 +104,7 @@ fn run_soak(backing: Backing, default_seconds: u64) {
         max_ops: 20_000_000 * seconds.max(1),
         seed,
         backing,
+        clears,
         ..Params::default()
     };
     println!("  seed {seed} (SHMSTATE_TORTURE_SEED to repeat the choices)");
