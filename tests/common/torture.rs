@@ -505,6 +505,8 @@ struct Slot {
 #[repr(C)]
 struct Ledger {
     stop: AtomicU32,
+    /// Workers that opened a file or named region themselves (see [`Backing`]).
+    opens: AtomicU64,
     slots: [Slot; MAX_WORKERS],
 }
 
@@ -995,6 +997,8 @@ pub struct Report {
     /// The same, by write point (points never reached are not listed).
     pub holder_kills_by_point: Vec<(&'static str, u64)>,
     pub spawns: u64,
+    /// Workers that opened the region themselves (file and named regions).
+    pub opens: u64,
     pub lock_recoveries: u64,
     pub lock_contended: u64,
     pub max_wait: Duration,
@@ -1035,6 +1039,12 @@ impl Report {
             },
             self.spawns
         );
+        if self.backing != "anonymous" {
+            println!(
+                "  opens        {} (workers that opened the region)",
+                self.opens
+            );
+        }
         if !self.holder_kills_by_point.is_empty() {
             let pts: Vec<String> = self
                 .holder_kills_by_point
@@ -1212,6 +1222,7 @@ impl<'a> Supervisor<'a> {
                 };
                 worker.store = &reopened;
                 worker.counters = &own_counters;
+                worker.ledger.opens.fetch_add(1, SeqCst);
             }
             worker.known = worker.keys.all();
             if let Some((point, after)) = armed {
@@ -1572,6 +1583,10 @@ pub fn run(p: &Params) -> Report {
     let st = store.stats();
     rep.lock_recoveries = st.lock_recoveries;
     rep.lock_contended = st.lock_contended;
+    rep.opens = ledger.opens.load(SeqCst);
+    if p.backing != Backing::Anonymous && rep.opens == 0 {
+        problems.push("no worker opened the region itself".into());
+    }
     if rep.kills == 0 {
         problems.push("no worker was killed".into());
     }
