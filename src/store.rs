@@ -771,7 +771,8 @@ impl Store {
     /// Returns at most `limit` keys per call (fewer, possibly none, when it reaches the end of a
     /// shard or has visited many empty slots: keep calling until the cursor is `None`). Each
     /// call locks one shard briefly. A key present for the whole scan is returned exactly once
-    /// (keys never move); keys added or removed during the scan may or may not be.
+    /// (keys never move); keys added or removed during the scan may or may not be, and a key
+    /// deleted and added again during the scan may be returned twice (as with Redis `SCAN`).
     ///
     /// ```
     /// # fn main() -> shmstate::Result<()> {

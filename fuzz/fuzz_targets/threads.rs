@@ -210,10 +210,12 @@ fn run_thread(s: &Store, t: usize, ops: &[Op], start: &Barrier) -> Log {
                         }
                     }
                 }
-                let set: BTreeSet<&Vec<u8>> = keys.iter().collect();
-                assert_eq!(set.len(), keys.len(), "scan returned a key twice");
+                // A key deleted and re-added by the other thread during the scan may land in a
+                // slot the cursor has not passed yet and come back twice (as with Redis SCAN);
+                // a key present for the whole scan comes back exactly once.
                 for k in &must {
-                    assert!(set.contains(k), "scan missed {k:?}");
+                    let n = keys.iter().filter(|x| *x == k).count();
+                    assert_eq!(n, 1, "scan returned {k:?} {n} times: {keys:?}");
                 }
                 for k in &keys {
                     let ok = SHARED.contains(&k.as_slice())
