@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::layout::{counter as c, header, Layout};
 use crate::raw::RawRegion;
 use crate::store::Inner;
-use crate::sync::{LockError, RobustMutex};
+use crate::sync::RobustMutex;
 
 /// A named 64-bit counter in the region. Cheap to clone; every method is one atomic operation.
 /// Arithmetic wraps on overflow (it is a single `lock xadd`).
@@ -154,13 +154,9 @@ pub(crate) fn resolve(inner: &Arc<Inner>, name: &str, timeout: Duration) -> Resu
         return Ok(make(i));
     }
     let m = RobustMutex::at(r, header::REGISTRY_MUTEX);
-    let (mut guard, acq) = m.lock(timeout).map_err(|e| match e {
-        LockError::Timeout(d) => Error::LockTimeout {
-            waited_ms: d.as_millis() as u64,
-        },
-        LockError::NotRecoverable => Error::corrupted("counter registry lock is not recoverable"),
-        LockError::Os(e) => Error::io("pthread_mutex_lock", e),
-    })?;
+    let (mut guard, acq) = m
+        .lock(timeout)
+        .map_err(|e| e.into_error("counter registry lock is not recoverable"))?;
     if acq.owner_died {
         // Nothing to repair: an unpublished entry is still EMPTY.
         guard

@@ -148,17 +148,25 @@ pub fn hit(name: &str) {
     };
     match action {
         Action::Kill => {
-            // SAFETY: raising a signal on ourselves has no memory-safety preconditions.
-            unsafe { libc::raise(libc::SIGKILL) };
+            let me = rustix::process::getpid();
+            let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
         }
         Action::Park { notify_fd } => {
             if notify_fd >= 0 {
-                let b = [1u8];
-                // SAFETY: `b` is a valid 1-byte buffer.
-                unsafe { libc::write(notify_fd, b.as_ptr().cast(), 1) };
+                notify(notify_fd);
             }
             std::thread::sleep(std::time::Duration::from_secs(60));
             std::process::abort();
         }
     }
+}
+
+/// Writes one byte to the caller's descriptor `fd` (a failed write only delays the supervisor,
+/// which then times out).
+#[allow(unsafe_code)]
+fn notify(fd: i32) {
+    // SAFETY: `fd` is the descriptor the test passed to `arm` and keeps open (the pipe to its
+    // supervisor); it is borrowed only for this one write.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = rustix::io::write(fd, &[1u8]);
 }

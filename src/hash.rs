@@ -75,47 +75,10 @@ pub(crate) fn hash(k: &HashKey, key: &[u8]) -> u64 {
     mum(mum(a ^ k1, b ^ s ^ k2) ^ k3, (len as u64) ^ k0 ^ k2)
 }
 
-/// Where a hash sends a key: which shard, which home group, and the 7-bit tag kept in the
-/// control byte. The three use different bits so that keys sharing a group rarely share a tag.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Placement {
-    pub shard: usize,
-    pub home: usize,
-    pub tag: u8,
-}
-
-/// `(x * n) >> 32`: maps the 32-bit `x` to `0..n` without a division (Lemire's fastrange).
-#[inline]
-pub(crate) fn fastrange(x: u32, n: u32) -> u32 {
-    ((u64::from(x) * u64::from(n)) >> 32) as u32
-}
-
-#[inline]
-pub(crate) fn place(h: u64, shards: u32, groups: u32) -> Placement {
-    Placement {
-        shard: fastrange(h as u32, shards) as usize,
-        home: fastrange((h >> 32) as u32, groups) as usize,
-        tag: crate::table::ctrl::full(h),
-    }
-}
-
 /// A fresh random seed from the OS.
 pub(crate) fn random_seed() -> std::io::Result<(u64, u64)> {
     let mut buf = [0u8; 16];
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: `buf[filled..]` is a valid writable buffer of the given length.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
+    crate::process::fill_random(&mut buf)?;
     let a = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
     let b = u64::from_le_bytes(buf[8..].try_into().expect("8 bytes"));
     Ok((a, b))
@@ -162,27 +125,6 @@ mod tests {
     }
 
     #[test]
-    fn spreads_sequential_keys() {
-        let k = HashKey::new(random_seed().unwrap());
-        let (shards, groups) = (64u32, 1000u32);
-        let mut per_shard = vec![0u32; shards as usize];
-        let mut tags = [0u32; 128];
-        let n = 64_000u32;
-        for i in 0..n {
-            let p = place(hash(&k, format!("user:{i}").as_bytes()), shards, groups);
-            per_shard[p.shard] += 1;
-            tags[(p.tag & 0x7f) as usize] += 1;
-        }
-        // Expected 1000 per shard, sd ~31: allow 6 sd.
-        assert!(
-            per_shard.iter().all(|&c| (810..=1190).contains(&c)),
-            "{per_shard:?}"
-        );
-        // Expected 500 per tag, sd ~22: allow 6 sd.
-        assert!(tags.iter().all(|&c| (360..=640).contains(&c)), "{tags:?}");
-    }
-
-    #[test]
     fn short_keys_do_not_collide() {
         let k = HashKey::new((3, 4));
         let mut seen = std::collections::HashSet::new();
@@ -190,14 +132,6 @@ mod tests {
             for b in 0..=255u8 {
                 assert!(seen.insert(hash(&k, &[a, b])));
             }
-        }
-    }
-
-    #[test]
-    fn placement_in_range() {
-        for i in 0..1000u64 {
-            let p = place(hash(&HashKey::new((9, 9)), &i.to_le_bytes()), 7, 13);
-            assert!(p.shard < 7 && p.home < 13 && p.tag >= 0x80);
         }
     }
 }

@@ -77,6 +77,7 @@ mod inspect;
 mod layout;
 mod metrics;
 mod primitives;
+mod process;
 mod raw;
 mod region;
 mod stats;

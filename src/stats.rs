@@ -14,60 +14,14 @@
 //! call.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::layout::{rec, shard, stat_slot, Layout, STAT_SLOTS};
+use crate::process::{self, pid_alive};
 use crate::raw::RawRegion;
 
-static MY_PID: AtomicU32 = AtomicU32::new(0);
-static FORK_GEN: AtomicU64 = AtomicU64::new(1);
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
-static ATFORK: Once = Once::new();
-
-extern "C" fn after_fork_in_child() {
-    // SAFETY: getpid is async-signal-safe and has no preconditions.
-    MY_PID.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
-    FORK_GEN.fetch_add(1, Ordering::Relaxed);
-}
-
-/// This process's id, without a system call. Also registers the fork handler.
-#[inline]
-pub(crate) fn my_pid() -> u32 {
-    let p = MY_PID.load(Ordering::Relaxed);
-    if p != 0 {
-        return p;
-    }
-    init_pid()
-}
-
-#[cold]
-fn init_pid() -> u32 {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only touches atomics; safe to run after fork.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-        // SAFETY: getpid has no preconditions.
-        MY_PID.store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
-    });
-    MY_PID.load(Ordering::Relaxed)
-}
-
-/// Under Miri (no `kill`): every owner counts as alive, so no slot is ever reclaimed.
-#[cfg(miri)]
-pub(crate) fn pid_alive(id: u32) -> bool {
-    id != 0
-}
-
-/// Whether `id` names a live process or thread (or one we may not signal, which also exists).
-#[cfg(not(miri))]
-pub(crate) fn pid_alive(id: u32) -> bool {
-    if id == 0 || id > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: signal 0 performs only the existence and permission check.
-    let rc = unsafe { libc::kill(id as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
 
 #[derive(Clone, Copy)]
 struct Cached {
@@ -147,7 +101,7 @@ impl StatSlots {
     /// The calling thread's slot (claimed on first use).
     #[inline]
     pub(crate) fn current(&self, r: &RawRegion, l: &Layout) -> ThreadSlot {
-        let gen = FORK_GEN.load(Ordering::Relaxed);
+        let gen = process::fork_generation();
         let hit = CACHE.with(|c| {
             c.iter()
                 .map(Cell::get)
@@ -167,9 +121,8 @@ impl StatSlots {
 
     #[cold]
     fn claim(&self, r: &RawRegion, l: &Layout, gen: u64) -> Cached {
-        my_pid();
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
+        process::my_pid(); // registers the fork handler
+        let tid = process::my_tid();
         let owner = |i| r.u32_at(l.stat_slot_off(i) + stat_slot::OWNER);
         let mut slot = (1..STAT_SLOTS as usize).find(|&i| owner(i).load(Ordering::Relaxed) == tid);
         if slot.is_none() {

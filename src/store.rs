@@ -10,12 +10,14 @@ use crate::clock::{Clock, LazyNow};
 use crate::config::{Config, WhenFull};
 use crate::counter::{self, Counter};
 use crate::error::{Error, Incompatibility, Result};
-use crate::hash::{self, Placement};
+use crate::hash;
 use crate::layout::{header, init_state, shard, stat_slot, Geometry, Layout, MAGIC, STAT_SLOTS};
+use crate::process;
 use crate::raw::RawRegion;
 use crate::region::{self, Mapping, Origin};
 use crate::stats::{self, StatSlots, Stats, ThreadSlot};
 use crate::sync::RobustMutex;
+use crate::table::{self, Placement};
 use crate::table::{Entry, Locked, Read, Shard, Stat};
 use crate::verify::{Problem, ProblemKind, Totals, VerifyReport};
 
@@ -94,7 +96,7 @@ impl Inner {
         w32(header::LOCK_TIMEOUT_MS, g.lock_timeout_ms);
         w64(header::GENERATION, 1);
         w64(header::CREATED_MS, Clock::System.now_ms());
-        w32(header::CREATOR_PID, stats::my_pid());
+        w32(header::CREATOR_PID, process::my_pid());
         Self::init_mutexes(raw, &layout)?;
         raw.u32_at(header::INIT_STATE)
             .store(init_state::READY, Ordering::Release);
@@ -236,7 +238,7 @@ fn format_int(v: i64, buf: &mut [u8; 20]) -> &[u8] {
 
 impl Store {
     fn from_inner(inner: Inner) -> Self {
-        stats::my_pid(); // registers the fork handler before any fork
+        process::my_pid(); // registers the fork handler before any fork
         Store {
             inner: Arc::new(inner),
             clock: Clock::System,
@@ -459,7 +461,7 @@ impl Store {
     #[inline]
     fn place(&self, key: &[u8]) -> Placement {
         let g = &self.inner.layout.geo;
-        hash::place(
+        table::place(
             hash::hash(&self.inner.hash_key, key),
             g.shards,
             g.groups_per_shard,

@@ -46,14 +46,37 @@ use std::time::Duration;
 use crate::clock::LazyNow;
 use crate::config::WhenFull;
 use crate::error::{Error, Result};
-use crate::hash::Placement;
 use crate::layout::{
     rec, shard, slot, stat_slot, Layout, GROUP_WIDTH, MAX_PROBE_GROUPS, STAT_SLOTS,
 };
 use crate::raw::{self, RawRegion, SlotView};
 use crate::stats::ThreadSlot;
 use crate::sync::seqlock;
-use crate::sync::{LockError, MutexGuard, RobustMutex};
+use crate::sync::{MutexGuard, RobustMutex};
+
+/// Where a hash sends a key: which shard, which home group, and the 7-bit tag kept in the
+/// control byte. The three use different bits so that keys sharing a group rarely share a tag.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    pub shard: usize,
+    pub home: usize,
+    pub tag: u8,
+}
+
+/// `(x * n) >> 32`: maps the 32-bit `x` to `0..n` without a division (Lemire's fastrange).
+#[inline]
+pub(crate) fn fastrange(x: u32, n: u32) -> u32 {
+    ((u64::from(x) * u64::from(n)) >> 32) as u32
+}
+
+#[inline]
+pub(crate) fn place(h: u64, shards: u32, groups: u32) -> Placement {
+    Placement {
+        shard: fastrange(h as u32, shards) as usize,
+        home: fastrange((h >> 32) as u32, groups) as usize,
+        tag: ctrl::full(h),
+    }
+}
 
 /// Control-byte values and SWAR matching over one 8-byte group.
 pub(crate) mod ctrl {
@@ -344,13 +367,9 @@ impl<'a> Shard<'a> {
         ts: ThreadSlot,
     ) -> Result<Locked<'a>> {
         let m = RobustMutex::at(self.r, self.off + shard::MUTEX);
-        let (mut guard, acq) = m.lock(timeout).map_err(|e| match e {
-            LockError::Timeout(d) => Error::LockTimeout {
-                waited_ms: d.as_millis() as u64,
-            },
-            LockError::NotRecoverable => Error::corrupted("shard lock is not recoverable"),
-            LockError::Os(e) => Error::io("pthread_mutex_lock", e),
-        })?;
+        let (mut guard, acq) = m
+            .lock(timeout)
+            .map_err(|e| e.into_error("shard lock is not recoverable"))?;
         let locked = Locked {
             s: *self,
             ts,
@@ -974,7 +993,7 @@ impl<'a> Locked<'a> {
             key.clear();
             raw::load_bytes(sv.key_words(klen), klen, &mut key);
             let h = crate::hash::hash(hash_key, &key);
-            let p = crate::hash::place(h, self.l().geo.shards, self.l().geo.groups_per_shard);
+            let p = place(h, self.l().geo.shards, self.l().geo.groups_per_shard);
             if p.shard != self.s.index {
                 push(Some(i), K::WrongShard);
                 continue;
@@ -1050,6 +1069,43 @@ mod tests {
                     assert_eq!(idx(m), vec![pos]);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn spreads_sequential_keys() {
+        let k = crate::hash::HashKey::new(crate::hash::random_seed().unwrap());
+        let (shards, groups) = (64u32, 1000u32);
+        let mut per_shard = vec![0u32; shards as usize];
+        let mut tags = [0u32; 128];
+        let n = 64_000u32;
+        for i in 0..n {
+            let p = place(
+                crate::hash::hash(&k, format!("user:{i}").as_bytes()),
+                shards,
+                groups,
+            );
+            per_shard[p.shard] += 1;
+            tags[(p.tag & 0x7f) as usize] += 1;
+        }
+        // Expected 1000 per shard, sd ~31: allow 6 sd.
+        assert!(
+            per_shard.iter().all(|&c| (810..=1190).contains(&c)),
+            "{per_shard:?}"
+        );
+        // Expected 500 per tag, sd ~22: allow 6 sd.
+        assert!(tags.iter().all(|&c| (360..=640).contains(&c)), "{tags:?}");
+    }
+
+    #[test]
+    fn placement_in_range() {
+        for i in 0..1000u64 {
+            let p = place(
+                crate::hash::hash(&crate::hash::HashKey::new((9, 9)), &i.to_le_bytes()),
+                7,
+                13,
+            );
+            assert!(p.shard < 7 && p.home < 13 && p.tag >= 0x80);
         }
     }
 

@@ -19,8 +19,8 @@ use redis::{Client, Cmd, Connection, ErrorKind, FromRedisValue, RedisError, Serv
 
 use super::{foreign_handle, rate_args, ttl_ms, LockHandle, LockState, StateBackend};
 use crate::error::{BackendErrorKind, Error, Result};
-use crate::primitives::{check_name, ms_ceil, procinfo};
-use crate::stats::my_pid;
+use crate::primitives::{check_name, ms_ceil};
+use crate::process::{self, my_pid};
 use crate::{Decision, Ttl};
 
 /// Options of a [`RedisBackend`].
@@ -624,7 +624,7 @@ impl StateBackend for RedisBackend {
     fn try_lock(&self, name: &str, lease: Duration) -> Result<Option<LockHandle>> {
         let (lock, fence_key) = self.lock_keys(name)?;
         let lease_ms = ms_ceil("lease", lease)?;
-        let token = procinfo::unique_token().max(1);
+        let token = process::unique_token().max(1);
         let value = format!("{token:016x}").into_bytes();
         let fence: Option<i64> = self.run("try_lock", |c| {
             eval(c, &LOCK_ACQUIRE, |cmd| {

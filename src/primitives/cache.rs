@@ -15,7 +15,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::lock::lock_key;
-use super::procinfo::u64_at;
+use super::u64_at;
 use super::{check_name, key, ms_ceil, tag, Backoff};
 use crate::clock::Clock;
 use crate::counter::Counter;

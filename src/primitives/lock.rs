@@ -32,10 +32,11 @@
 
 use std::time::Duration;
 
-use super::procinfo::{self, u32_at, u64_at, ProcId, PROC_ID_LEN};
 use super::{check_name, key, ms_ceil, tag, Backoff};
+use super::{u32_at, u64_at};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::process::{self, ProcId, PROC_ID_LEN};
 use crate::store::Store;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"LKS1");
@@ -164,7 +165,7 @@ impl LockGuard {
     }
 
     fn mine(&self) -> bool {
-        crate::stats::my_pid() == self.rec.owner.pid
+        crate::process::my_pid() == self.rec.owner.pid
     }
 
     /// Whether this acquisition still owns the lock (nobody took it over after the lease
@@ -239,7 +240,7 @@ enum Attempt {
 }
 
 fn attempt(store: &Store, key: &[u8], lease_ms: u64) -> Result<Attempt> {
-    let me = procinfo::current()?;
+    let me = process::current()?;
     let mut buf = Vec::with_capacity(LEN);
     for _ in 0..CAS_ATTEMPTS {
         let now = Clock::System.now_ms();
@@ -250,7 +251,7 @@ fn attempt(store: &Store, key: &[u8], lease_ms: u64) -> Result<Attempt> {
             None
         };
         if let Some(r) = prev {
-            if r.state == HELD && r.expires_ms > now && !procinfo::is_dead(&r.owner) {
+            if r.state == HELD && r.expires_ms > now && !process::is_dead(&r.owner) {
                 return Ok(Attempt::Busy(r.expires_ms - now));
             }
         }
@@ -264,7 +265,7 @@ fn attempt(store: &Store, key: &[u8], lease_ms: u64) -> Result<Attempt> {
         let rec = Record {
             state: HELD,
             fence,
-            token: procinfo::unique_token(),
+            token: process::unique_token(),
             expires_ms: now.saturating_add(lease_ms),
             owner: me,
         };
@@ -387,7 +388,7 @@ impl Store {
             pid: r.owner.pid,
             fence: r.fence,
             lease_left: Duration::from_millis(r.expires_ms.saturating_sub(Clock::System.now_ms())),
-            holder_dead: procinfo::is_dead(&r.owner),
+            holder_dead: process::is_dead(&r.owner),
         }))
     }
 }
@@ -403,7 +404,7 @@ mod tests {
             fence: 7,
             token: 99,
             expires_ms: 1234,
-            owner: procinfo::current().unwrap(),
+            owner: process::current().unwrap(),
         };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
         assert!(matches!(
@@ -420,7 +421,7 @@ mod tests {
         // A HELD record naming *our* pid but another start time: the process that held it
         // exited and its pid was reused (by us). Its 1-hour lease must not block us.
         let store = Store::anonymous(&crate::Config::new()).unwrap();
-        let me = procinfo::current().unwrap();
+        let me = process::current().unwrap();
         let ghost = Record {
             state: HELD,
             fence: 41,

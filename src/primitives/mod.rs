@@ -16,7 +16,6 @@
 pub(crate) mod cache;
 pub(crate) mod lock;
 pub(crate) mod namespace;
-pub(crate) mod procinfo;
 pub(crate) mod ratelimit;
 pub(crate) mod workers;
 
@@ -124,4 +123,14 @@ impl Backoff {
         self.next = (self.next * 2).min(Duration::from_millis(32));
         true
     }
+}
+
+/// Little-endian u64 at `off` of a record known to be long enough.
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+
+/// Little-endian u32 at `off` of a record known to be long enough.
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
 }

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use super::procinfo::u64_at;
+use super::u64_at;
 use super::{check_name, key, ms_ceil, tag};
 use crate::clock::Clock;
 use crate::error::{Error, Result};

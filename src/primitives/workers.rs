@@ -21,10 +21,11 @@
 //! which the next reaper takes over. A new worker only claims a free slot, so it never loses
 //! its own contributions to a late reaper.
 
-use super::procinfo::{self, u32_at, u64_at, ProcId, PROC_ID_LEN};
 use super::{check_name, key, tag};
+use super::{u32_at, u64_at};
 use crate::counter::Counter;
 use crate::error::{Error, Result};
+use crate::process::{self, ProcId, PROC_ID_LEN};
 use crate::store::Store;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"WRK1");
@@ -170,7 +171,7 @@ impl Workers {
             Ok(r) => r,
             Err(_) => return Ok(Slot::Busy),
         };
-        if !procinfo::is_dead(&rec.proc_) {
+        if !process::is_dead(&rec.proc_) {
             return Ok(if rec.state == LIVE {
                 Slot::Live(rec)
             } else {
@@ -225,10 +226,10 @@ impl Workers {
                 reason: "longer than 64 bytes",
             });
         }
-        let me = procinfo::current()?;
+        let me = process::current()?;
         let rec = Record {
             state: LIVE,
-            token: procinfo::unique_token(),
+            token: process::unique_token(),
             proc_: me,
             label: label.to_owned(),
         };
@@ -255,7 +256,7 @@ impl Workers {
 
     /// The live workers. Dead workers found on the way are reaped.
     pub fn list(&self) -> Result<Vec<WorkerInfo>> {
-        let me = procinfo::current()?;
+        let me = process::current()?;
         let mut out = Vec::new();
         for i in 0..self.max {
             if let Slot::Live(r) = self.inspect(i, &me)? {
@@ -272,7 +273,7 @@ impl Workers {
 
     /// Reaps every dead worker now; returns how many slots were freed.
     pub fn reap(&self) -> Result<usize> {
-        let me = procinfo::current()?;
+        let me = process::current()?;
         let mut n = 0;
         for i in 0..self.max {
             let k = self.slot_key(i);
@@ -371,7 +372,7 @@ impl Worker {
     }
 
     fn deregister_inner(&mut self) -> Result<bool> {
-        if self.done || crate::stats::my_pid() != self.pid {
+        if self.done || crate::process::my_pid() != self.pid {
             return Ok(false);
         }
         self.done = true;
@@ -426,7 +427,7 @@ impl Gauge {
 
     #[inline]
     fn check(&self) -> Result<()> {
-        if crate::stats::my_pid() != self.pid {
+        if crate::process::my_pid() != self.pid {
             return Err(Error::NotOwner { owner: self.pid });
         }
         Ok(())
@@ -444,7 +445,7 @@ mod tests {
     fn reused_pid_and_dead_reaper_are_reaped() {
         let store = Store::anonymous(&crate::Config::new().max_counters(16)).unwrap();
         let reg = Workers::new(&store, "t", 4).unwrap();
-        let me = procinfo::current().unwrap();
+        let me = process::current().unwrap();
         let ghost = ProcId {
             start: me.start.wrapping_add(7),
             ..me

@@ -4,7 +4,7 @@
 pub(crate) mod mutex;
 pub(crate) mod seqlock;
 
-pub(crate) use mutex::{LockError, MutexGuard, RobustMutex};
+pub(crate) use mutex::{at_fork_in_child, MutexGuard, RobustMutex};
 
 /// The atomics the protocols use (a seam for the model checks in loom/, which compile
 /// `seqlock.rs` against loom's).

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::error::Error;
 use crate::raw::RawRegion;
 
 /// How a lock was acquired.
@@ -37,6 +38,20 @@ pub(crate) enum LockError {
     NotRecoverable,
     /// Any other error code (the mutex bytes are not a valid mutex).
     Os(io::Error),
+}
+
+impl LockError {
+    /// The store's error for this failure; `not_recoverable` says which lock (it becomes the
+    /// [`Error::Corrupted`] message).
+    pub(crate) fn into_error(self, not_recoverable: &'static str) -> Error {
+        match self {
+            LockError::Timeout(d) => Error::LockTimeout {
+                waited_ms: d.as_millis() as u64,
+            },
+            LockError::NotRecoverable => Error::corrupted(not_recoverable),
+            LockError::Os(e) => Error::io("pthread_mutex_lock", e),
+        }
+    }
 }
 
 /// A robust process-shared mutex at a fixed offset of a region.
@@ -176,12 +191,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(20);
 
 /// `CLOCK_REALTIME` now + `d`, as `pthread_mutex_timedlock` wants its deadline.
 fn realtime_after(d: Duration) -> libc::timespec {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
     let total_ns = now.tv_nsec as i128 + d.as_nanos() as i128;
     libc::timespec {
         tv_sec: now
@@ -259,6 +269,15 @@ fn type_word() -> Option<(usize, u32)> {
         let off = differ.next()?;
         differ.next().is_none().then(|| (off, word(&robust, off)))
     })
+}
+
+/// Registers `handler` to run in the child after every `fork` of this process (the cached pid
+/// of `process.rs`). The handler must only do what is allowed after `fork` in a multithreaded
+/// program (atomics, async-signal-safe calls).
+pub(crate) fn at_fork_in_child(handler: extern "C" fn()) {
+    // SAFETY: registering a handler has no memory-safety preconditions; what the handler does
+    // after `fork` is the caller's contract above.
+    unsafe { libc::pthread_atfork(None, None, Some(handler)) };
 }
 
 impl MutexGuard<'_> {

@@ -1,17 +1,108 @@
-//! Process identity that survives pid reuse: boot id, pid, and the process start time (field 22
-//! of `/proc/<pid>/stat`, in clock ticks since boot).
+//! Process identity in one place: this process's id (cached, refreshed after `fork`), thread
+//! ids, whether a pid is alive, random bytes from the OS, and the identity that survives pid
+//! reuse (boot id, pid, start time) read from `/proc`.
+//!
+//! # The cached pid and the fork generation
+//!
+//! `getpid()` is a system call, and the statistics slots (`stats.rs`) ask "which process am I?"
+//! on every operation. So the pid is cached in a static, and a `pthread_atfork` child handler
+//! (registered the first time the pid is asked for) refreshes it and bumps a fork generation:
+//! per-thread caches keyed by that generation are invalidated in a forked child, which must
+//! not keep writing its parent's slots.
+//!
+//! # Identity that survives pid reuse
 //!
 //! A pid alone is not an identity: after a process exits, the kernel hands its pid to a new
-//! process. The start time of the new process differs, so `(pid, start)` names exactly one
-//! process of one boot; the boot id (from `/proc/sys/kernel/random/boot_id`) separates boots for
-//! file-backed stores that outlive a reboot. A process is *dead* if it does not exist, if the
-//! pid now names a process with another start time, or if it is a zombie (it exited, and only
-//! its parent has not collected its status yet).
+//! process. The start time of the new process (field 22 of `/proc/<pid>/stat`, in clock ticks
+//! since boot) differs, so `(pid, start)` names exactly one process of one boot; the boot id
+//! (from `/proc/sys/kernel/random/boot_id`) separates boots for file-backed stores that
+//! outlive a reboot. A process is *dead* if it does not exist, if the pid now names a process
+//! with another start time, or if it is a zombie (it exited, and only its parent has not
+//! collected its status yet).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
 
 use crate::error::{Error, Result};
+
+static MY_PID: AtomicU32 = AtomicU32::new(0);
+static FORK_GEN: AtomicU64 = AtomicU64::new(1);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    // Only atomics and an async-signal-safe system call: safe to run in a forked child.
+    MY_PID.store(getpid(), Ordering::Relaxed);
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+fn getpid() -> u32 {
+    rustix::process::getpid().as_raw_pid() as u32
+}
+
+/// This process's id, without a system call. Also registers the fork handler.
+#[inline]
+pub(crate) fn my_pid() -> u32 {
+    let p = MY_PID.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    init_pid()
+}
+
+#[cold]
+fn init_pid() -> u32 {
+    ATFORK.call_once(|| {
+        crate::sync::at_fork_in_child(after_fork_in_child);
+        MY_PID.store(getpid(), Ordering::Relaxed);
+    });
+    MY_PID.load(Ordering::Relaxed)
+}
+
+/// Bumped in a forked child (see the module docs); compare to invalidate per-process caches.
+#[inline]
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GEN.load(Ordering::Relaxed)
+}
+
+/// The calling thread's id.
+pub(crate) fn my_tid() -> u32 {
+    rustix::thread::gettid().as_raw_pid() as u32
+}
+
+/// Under Miri (no `kill`): every owner counts as alive, so no slot is ever reclaimed.
+#[cfg(miri)]
+pub(crate) fn pid_alive(id: u32) -> bool {
+    id != 0
+}
+
+/// Whether `id` names a live process or thread (or one we may not signal, which also exists).
+#[cfg(not(miri))]
+pub(crate) fn pid_alive(id: u32) -> bool {
+    let Some(pid) = i32::try_from(id)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    // Signal 0: only the existence and permission check.
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
+/// Fills `buf` with random bytes from the OS (`getrandom`, retried when interrupted).
+pub(crate) fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
 
 /// Identity of one process of one boot. Encoded in records as 20 bytes (boot, pid, start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,27 +124,15 @@ impl ProcId {
         out[8..12].copy_from_slice(&self.pid.to_le_bytes());
         out[12..20].copy_from_slice(&self.start.to_le_bytes());
     }
+    /// Decodes the first [`PROC_ID_LEN`] bytes of `b` (the caller checked the length).
     pub(crate) fn decode(b: &[u8]) -> ProcId {
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         ProcId {
-            boot: u64_at(b, 0),
-            pid: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-            start: u64_at(b, 12),
+            boot: word(0),
+            pid: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
+            start: word(12),
         }
     }
-}
-
-/// Little-endian u64 at `off` of a slice known to be long enough.
-pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
-}
-
-/// Little-endian u32 at `off` of a slice known to be long enough.
-pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
 }
 
 /// What `/proc/<pid>/stat` tells about a pid.
@@ -105,7 +184,7 @@ fn boot_id() -> u64 {
 
 /// This process's identity. One `/proc/self/stat` read per process (and per fork), then cached.
 pub(crate) fn current() -> Result<ProcId> {
-    let pid = crate::stats::my_pid();
+    let pid = my_pid();
     let mut me = ME.lock().unwrap_or_else(|p| p.into_inner());
     let start = match *me {
         Some((p, start)) if p == pid => start,
@@ -145,7 +224,7 @@ pub(crate) fn is_dead(id: &ProcId) -> bool {
         Ok(None) => false,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Gone from /proc; double-check with kill(0) in case /proc hides it.
-            !crate::stats::pid_alive(id.pid)
+            !pid_alive(id.pid)
         }
         Err(_) => false,
     }
@@ -156,14 +235,13 @@ pub(crate) fn is_dead(id: &ProcId) -> bool {
 /// through a bijective mixer with a per-process sequence number.
 pub(crate) fn unique_token() -> u64 {
     static STATE: Mutex<(u32, u64, u64)> = Mutex::new((0, 0, 0));
-    let pid = crate::stats::my_pid();
+    let pid = my_pid();
     let mut st = STATE.lock().unwrap_or_else(|p| p.into_inner());
     if st.0 != pid {
         let mut seed = [0u8; 8];
-        // SAFETY: `seed` is a valid writable buffer of the length passed.
-        let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+        let drawn = fill_random(&mut seed).is_ok();
         let mut s = u64::from_le_bytes(seed);
-        if n != 8 {
+        if !drawn {
             // No getrandom (very old kernel): pid, time and an address still differ per
             // process; the records also carry the owner's (pid, start), compared as well.
             let t = std::time::SystemTime::now()
@@ -215,6 +293,22 @@ mod tests {
         let mut b = [0u8; PROC_ID_LEN];
         me.encode(&mut b);
         assert_eq!(ProcId::decode(&b), me);
+    }
+
+    #[test]
+    fn pids_and_liveness() {
+        let pid = my_pid();
+        assert_eq!(pid, std::process::id());
+        assert!(pid_alive(pid));
+        assert!(pid_alive(my_tid()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(u32::MAX));
+        assert!(!pid_alive(0x7fff_fff0), "no such process");
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        fill_random(&mut a).unwrap();
+        fill_random(&mut b).unwrap();
+        assert_ne!(a, b);
     }
 
     #[test]
