@@ -26,7 +26,7 @@ fn main() -> shmstate::Result<()> {
                 .line_sized_slots(line_sized),
         )?;
         // With line-sized slots the store accepts longer values than asked for.
-        let got = s.config().get_max_value_len();
+        let got = s.config().settings().max_value_len;
         let value_col = if got == value {
             format!("{value} B")
         } else {

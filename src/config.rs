@@ -28,7 +28,7 @@ pub enum WhenFull {
 ///     .max_key_len(64)
 ///     .max_value_len(512)
 ///     .when_full(WhenFull::Evict);
-/// assert_eq!(cfg.get_capacity(), 100_000);
+/// assert_eq!(cfg.settings().capacity, 100_000);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -40,6 +40,31 @@ pub struct Config {
     pub(crate) when_full: WhenFull,
     pub(crate) lock_timeout: Duration,
     pub(crate) line_sized_slots: bool,
+}
+
+/// The settings of a [`Config`], read with [`Config::settings`]. Read-only: it cannot be built
+/// outside this crate (`#[non_exhaustive]`), so a new setting is not a breaking change; set
+/// values with the [`Config`] builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Entries the store must hold ([`Config::capacity`]).
+    pub capacity: u64,
+    /// Shards asked for, or `None` for the default ([`Config::shards`];
+    /// [`Config::effective_shards`] gives the number a store will have).
+    pub shards: Option<u32>,
+    /// Longest key in bytes ([`Config::max_key_len`]).
+    pub max_key_len: u32,
+    /// Longest value in bytes ([`Config::max_value_len`]).
+    pub max_value_len: u32,
+    /// Named counters the region can hold ([`Config::max_counters`]).
+    pub max_counters: u32,
+    /// What a write does when there is no room ([`Config::when_full`]).
+    pub when_full: WhenFull,
+    /// How long a write waits for a lock held by a live process ([`Config::lock_timeout`]).
+    pub lock_timeout: Duration,
+    /// Whether slots are rounded to whole cache lines ([`Config::line_sized_slots`]).
+    pub line_sized_slots: bool,
 }
 
 /// Hard limits on configuration values (checked by [`Config::validate`]).
@@ -140,39 +165,20 @@ impl Config {
         self
     }
 
-    /// The configured capacity.
-    pub fn get_capacity(&self) -> u64 {
-        self.capacity
-    }
-
-    /// The configured longest key in bytes.
-    pub fn get_max_key_len(&self) -> u32 {
-        self.max_key_len
-    }
-
-    /// The configured longest value in bytes.
-    pub fn get_max_value_len(&self) -> u32 {
-        self.max_value_len
-    }
-
-    /// Whether slots are rounded to whole cache lines ([`Config::line_sized_slots`]).
-    pub fn get_line_sized_slots(&self) -> bool {
-        self.line_sized_slots
-    }
-
-    /// The configured number of named counters.
-    pub fn get_max_counters(&self) -> u32 {
-        self.max_counters
-    }
-
-    /// The configured full policy.
-    pub fn get_when_full(&self) -> WhenFull {
-        self.when_full
-    }
-
-    /// The configured lock timeout.
-    pub fn get_lock_timeout(&self) -> Duration {
-        self.lock_timeout
+    /// What this config says, as a read-only plain struct (`cfg.settings().capacity`). The
+    /// setters above are named after the settings, so reading goes through this one method
+    /// rather than `get_*` getters (the Rust API guidelines' C-GETTER).
+    pub fn settings(&self) -> Settings {
+        Settings {
+            capacity: self.capacity,
+            shards: self.shards,
+            max_key_len: self.max_key_len,
+            max_value_len: self.max_value_len,
+            max_counters: self.max_counters,
+            when_full: self.when_full,
+            lock_timeout: self.lock_timeout,
+            line_sized_slots: self.line_sized_slots,
+        }
     }
 
     /// The number of shards this config will produce.

@@ -13,10 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::layout::{counter as c, header, Layout};
-use crate::raw::RawRegion;
-use crate::store::Inner;
+use crate::hash::{hash, HashKey};
+use crate::region::layout::{counter as c, header, Layout};
+use crate::region::raw::RawRegion;
+use crate::region::Region;
 use crate::sync::RobustMutex;
+use crate::table::{Problem, ProblemKind};
 
 /// A named 64-bit counter in the region. Cheap to clone; every method is one atomic operation.
 /// Arithmetic wraps on overflow (it is a single `lock xadd`).
@@ -32,7 +34,8 @@ use crate::sync::RobustMutex;
 /// ```
 #[derive(Clone)]
 pub struct Counter {
-    inner: Arc<Inner>,
+    /// Keeps the mapping alive for as long as the counter is.
+    region: Arc<Region>,
     value_off: usize,
     name: Arc<str>,
 }
@@ -49,7 +52,7 @@ impl std::fmt::Debug for Counter {
 impl Counter {
     #[inline]
     fn cell(&self) -> &AtomicI64 {
-        self.inner.raw().i64_at(self.value_off)
+        self.region.raw().i64_at(self.value_off)
     }
     /// Adds `delta` (wrapping) and returns the new value.
     #[inline]
@@ -101,7 +104,8 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Reads entry `i`: `None` if EMPTY, else its name bytes (validated length).
+/// Reads entry `i`: `Ok(false)` if EMPTY, else `Ok(true)` with its name bytes (length
+/// validated) in `buf`.
 fn entry_name(r: &RawRegion, l: &Layout, i: usize, buf: &mut Vec<u8>) -> Result<bool> {
     let off = l.counter_off(i);
     match r.u32_at(off + c::STATE).load(Ordering::Acquire) {
@@ -139,14 +143,19 @@ fn find(r: &RawRegion, l: &Layout, h: u64, name: &[u8]) -> Result<Result<usize, 
     Ok(Err(None))
 }
 
-/// Finds or registers the counter `name`.
-pub(crate) fn resolve(inner: &Arc<Inner>, name: &str, timeout: Duration) -> Result<Counter> {
+/// Finds or registers the counter `name` in `region` (whose hash secrets are `key`).
+pub(crate) fn resolve(
+    region: &Arc<Region>,
+    key: &HashKey,
+    name: &str,
+    timeout: Duration,
+) -> Result<Counter> {
     validate_name(name)?;
-    let r = inner.raw();
-    let l = inner.layout();
-    let h = crate::hash::hash(inner.hash_key(), name.as_bytes());
+    let r = region.raw();
+    let l = region.layout();
+    let h = hash(key, name.as_bytes());
     let make = |i: usize| Counter {
-        inner: Arc::clone(inner),
+        region: Arc::clone(region),
         value_off: l.counter_off(i) + c::VALUE,
         name: Arc::from(name),
     };
@@ -199,13 +208,8 @@ pub(crate) fn list(r: &RawRegion, l: &Layout) -> Result<Vec<(String, i64)>> {
 }
 
 /// Checks the counter table.
-pub(crate) fn verify(
-    r: &RawRegion,
-    l: &Layout,
-    key: &crate::hash::HashKey,
-    problems: &mut Vec<crate::verify::Problem>,
-) -> u64 {
-    use crate::verify::{Problem, ProblemKind as K};
+pub(crate) fn verify(r: &RawRegion, l: &Layout, key: &HashKey, problems: &mut Vec<Problem>) -> u64 {
+    use ProblemKind as K;
     let mut seen = std::collections::HashSet::new();
     let mut buf = Vec::new();
     let mut live = 0;
@@ -221,7 +225,7 @@ pub(crate) fn verify(
             Ok(false) => {}
             Ok(true) => {
                 live += 1;
-                let h = crate::hash::hash(key, &buf);
+                let h = hash(key, &buf);
                 if r.u64_at(l.counter_off(i) + c::HASH).load(Ordering::Relaxed) != h {
                     push(K::BadCounter("stored hash does not match name"));
                 }

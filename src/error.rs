@@ -106,7 +106,7 @@ pub enum Error {
     Insecure {
         /// The shm name or file path.
         path: PathBuf,
-        /// What is unsafe about it.
+        /// What is insecure about it.
         reason: &'static str,
     },
 

@@ -1,25 +1,25 @@
-//! Statistics without shared writes on the read path.
+//! Statistics without shared writes, and the per-thread slots that hold them.
 //!
-//! Writers count sets, deletes, expirations, evictions, refusals, recoveries and contended waits
-//! in their shard's header, which they own while holding the lock. Readers hold no lock, so
-//! `get` hits and misses go to a per-thread slot: one 128-byte line per thread, claimed by
-//! thread id, written only by its owner with a plain load and store (no `lock`-prefixed
-//! instruction, no line shared with another thread). `stats()` sums all slots. A slot whose
-//! owner thread is gone is taken over with its totals intact; slot 0 is shared (with atomic
-//! adds) by threads that find no free slot.
+//! Every statistic (`get` hits and misses, and the writers' sets, deletes, expirations,
+//! evictions, refusals, recoveries and contended waits) is counted in the calling thread's own
+//! slot: one 128-byte line per thread, claimed by thread id, written only by its owner with a
+//! plain load and store (no `lock`-prefixed instruction, no line shared with another thread).
+//! `stats()` sums all slots. A slot whose owner thread is gone is taken over with its totals
+//! intact; slot 0 is shared (with atomic adds) by threads that find no free slot. A thread's
+//! slot index also names its scratch slot for redo copies (`redo.rs`), so a dead thread's slot
+//! is not handed on while a pending redo record still names its scratch.
 //!
-//! Each thread caches its slot per store in a small thread-local table, invalidated by a fork
-//! generation that a `pthread_atfork` child handler bumps (a forked child must not keep writing
-//! its parent's slot). The process id is cached the same way, because `getpid()` is a system
-//! call.
+//! Each thread caches its slot per store in a small thread-local table, invalidated by the fork
+//! generation of `process.rs` (a forked child must not keep writing its parent's slot).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::layout::{rec, shard, stat_slot, Layout, STAT_SLOTS};
 use crate::process::{self, pid_alive};
-use crate::raw::RawRegion;
+use crate::redo::scratch_pending;
+use crate::region::layout::{stat_slot, Layout, STAT_SLOTS};
+use crate::region::raw::RawRegion;
 
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -183,15 +183,6 @@ impl StatSlots {
             }
         }
     }
-}
-
-/// Whether any shard's repair record is a pending redo whose copy is in thread scratch `i`.
-fn scratch_pending(r: &RawRegion, l: &Layout, i: u32) -> bool {
-    (0..l.geo.shards as usize).any(|s| {
-        let off = l.shard_off(s);
-        r.u32_at(off + shard::REC_OP).load(Ordering::Acquire) == rec::REDO_PUT
-            && r.u32_at(off + shard::REC_SCRATCH).load(Ordering::Acquire) == i
-    })
 }
 
 /// Whether thread id `tid` belongs to this process.

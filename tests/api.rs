@@ -430,7 +430,7 @@ fn stats_count_operations() {
 fn config_round_trips_and_bad_config_is_refused() {
     let s = Store::anonymous(&small().shards(4).when_full(WhenFull::Evict)).unwrap();
     let c = s.config();
-    assert_eq!(c.get_capacity(), 1000);
+    assert_eq!(c.settings().capacity, 1000);
     assert_eq!(c.effective_shards(), 4);
     assert!(s.evicts());
     assert!(matches!(
@@ -705,10 +705,10 @@ fn line_sized_slots_fill_whole_cache_lines() {
         .max_key_len(16)
         .max_value_len(256);
     let exact = Store::anonymous(&cfg).unwrap();
-    assert_eq!(exact.config().get_max_value_len(), 256);
+    assert_eq!(exact.config().settings().max_value_len, 256);
     let s = Store::anonymous(&cfg.clone().line_sized_slots(true)).unwrap();
     // 24-byte header + 16 + 280 = 320 = five lines.
-    let max = s.config().get_max_value_len();
+    let max = s.config().settings().max_value_len;
     assert_eq!(max, 280);
     assert!(s.region_bytes() > exact.region_bytes());
     // The extra room is usable, and the limit is enforced at the new length.
@@ -748,7 +748,8 @@ fn line_sized_slots_fill_whole_cache_lines() {
         Store::anonymous(&c.line_sized_slots(true))
             .unwrap()
             .config()
-            .get_max_value_len(),
+            .settings()
+            .max_value_len,
         32
     );
 }

@@ -7,7 +7,8 @@
 //! The sequence lock is the crate's own code: `src/sync/seqlock.rs` is compiled against loom's
 //! atomics by this crate's lib.rs (the file takes them from `super::atomic`). The protocols around it (publishing a
 //! new slot, overwriting through the redo record, repair after a writer died, counter
-//! registration) are modelled step by step after `src/table.rs` and `src/counter.rs`, with the
+//! registration) are modelled step by step after `src/table/write.rs`, `src/table/repair.rs`, `src/redo.rs`
+//! and `src/counter.rs`, with the
 //! same orderings; a change there must be mirrored here. A "dead" writer is a thread that
 //! stops after step `k` of its write for every `k`; the repairer runs after it (the robust
 //! mutex hands the lock over with a happens-before edge, which `join` provides here) while a

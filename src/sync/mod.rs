@@ -1,5 +1,5 @@
-//! Synchronization inside the region: the robust process-shared mutex (all the unsafe for
-//! locking) and the per-slot sequence lock used by lock-free readers.
+//! Synchronization inside the region: the robust process-shared mutex (`mutex.rs`, where the
+//! pthread calls are) and the per-slot sequence lock used by lock-free readers (`seqlock.rs`).
 
 pub(crate) mod mutex;
 pub(crate) mod seqlock;

@@ -6,9 +6,12 @@
 //! `ENOTRECOVERABLE`. [`MutexGuard`] makes that explicit: [`RobustMutex::lock`] says whether the
 //! owner died, and the guard only marks the mutex consistent when told to.
 //!
-//! Caveats honoured by the callers (see `store.rs`): a process never unmaps a region while one
+//! Caveats honoured by the callers (the table and the counter registry): a process never unmaps a region while one
 //! of its threads holds one of its locks (guards borrow the mapping), and holds at most one
 //! shard lock at a time.
+//!
+//! One of the few files allowed `unsafe`: the pthread calls (and `pthread_atfork`) live here.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::marker::PhantomData;
@@ -17,7 +20,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::raw::RawRegion;
+use crate::region::raw::RawRegion;
+use crate::region::SoleUser;
 
 /// How a lock was acquired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +65,15 @@ pub(crate) struct RobustMutex<'a> {
 }
 
 /// Holds the lock until dropped.
+///
+/// Not `Send`, on purpose (lock_api's `GuardNoSend`): a pthread mutex must be unlocked by the
+/// thread that locked it, and the kernel's robust list that reports a dead holder is per
+/// thread. Not `Sync` either. Both follow from the `PhantomData<*mut ()>` marker below (not
+/// only from the raw pointer, which a refactor could replace).
 pub(crate) struct MutexGuard<'a> {
     ptr: *mut libc::pthread_mutex_t,
     _region: PhantomData<&'a RawRegion>,
+    _not_send: PhantomData<*mut ()>,
 }
 
 fn errno(rc: libc::c_int) -> io::Error {
@@ -82,16 +92,16 @@ impl<'a> RobustMutex<'a> {
         }
     }
 
-    /// Initializes the mutex as process-shared and robust.
-    ///
-    /// # Safety
-    /// No thread of any process may be using this mutex (locked, waiting, or about to lock):
-    /// call it while creating a region, or when this process is the region's only user.
-    pub(crate) unsafe fn init(&self) -> io::Result<()> {
-        // SAFETY: `self.ptr` points to size_of::<pthread_mutex_t>() writable bytes of the
-        // mapping (checked in `at`), 8-aligned, and no one uses the mutex (the caller's
-        // contract).
-        unsafe { init_with(self.ptr, true) }
+    /// Initializes the mutex at `off` of the region `sole` vouches for as process-shared and
+    /// robust. (Re-initializing a mutex someone uses is undefined behaviour; [`SoleUser`] is
+    /// the proof that no thread of any process does.)
+    pub(crate) fn init(sole: &SoleUser<'a>, off: usize) -> io::Result<()> {
+        let m = RobustMutex::at(sole.raw(), off);
+        // SAFETY: (1) `m.ptr` points to size_of::<pthread_mutex_t>() writable bytes of the
+        // mapping (checked in `at`), 8-aligned; (2) no thread of any process uses this mutex:
+        // `sole` exists only while this process created the region and has not published it,
+        // or holds it with LOCK_EX (see `SoleUser`).
+        unsafe { init_with(m.ptr, true) }
     }
 
     /// Whether the mutex's type word still says "robust, process-shared" (see [`type_word`]).
@@ -112,6 +122,7 @@ impl<'a> RobustMutex<'a> {
         MutexGuard {
             ptr: self.ptr,
             _region: PhantomData,
+            _not_send: PhantomData,
         }
     }
 
@@ -304,21 +315,18 @@ impl Drop for MutexGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ptr::NonNull;
+    use crate::region::Mapping;
 
     #[test]
     fn lock_unlock_and_timeout() {
-        let mut buf = vec![0u64; 16];
-        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
-        // SAFETY: `buf` outlives `r`.
-        let r = unsafe { RawRegion::new(base, 128) };
-        let m = RobustMutex::at(&r, 0);
-        // SAFETY: nobody else knows this mutex.
-        unsafe { m.init().unwrap() };
+        let map = Mapping::anonymous(4096).unwrap();
+        RobustMutex::init(&map.sole_user().unwrap(), 0).unwrap();
+        let r = map.raw();
+        let m = RobustMutex::at(r, 0);
         let (g, a) = m.lock(Duration::from_millis(10)).unwrap();
         assert!(!a.owner_died && !a.contended);
         // Same mutex from another thread: must time out while held.
-        let r2 = &r;
+        let r2 = r;
         std::thread::scope(|s| {
             s.spawn(move || {
                 let m2 = RobustMutex::at(r2, 0);
@@ -336,13 +344,10 @@ mod tests {
     #[test]
     fn foreign_type_word_is_refused() {
         let (off, want) = type_word().expect("a known libc");
-        let mut buf = vec![0u64; 16];
-        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
-        // SAFETY: `buf` outlives `r`.
-        let r = unsafe { RawRegion::new(base, 128) };
-        let m = RobustMutex::at(&r, 0);
-        // SAFETY: nobody else knows this mutex.
-        unsafe { m.init().unwrap() };
+        let map = Mapping::anonymous(4096).unwrap();
+        RobustMutex::init(&map.sole_user().unwrap(), 0).unwrap();
+        let r = map.raw();
+        let m = RobustMutex::at(r, 0);
         assert_eq!(r.u32_at(off).load(Ordering::Relaxed), want);
         drop(m.lock(Duration::from_millis(10)).unwrap());
         for bad in [0x40 | 0x80, 0x20 | 0x10 | 0x80, u32::MAX, 0] {

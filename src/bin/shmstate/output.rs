@@ -15,9 +15,9 @@ pub struct Limits {
 /// Reads the key/value/counter limits out of a `Config`.
 pub fn limits(cfg: &Config) -> Option<Limits> {
     Some(Limits {
-        max_key_len: u64::from(cfg.get_max_key_len()),
-        max_value_len: u64::from(cfg.get_max_value_len()),
-        max_counters: u64::from(cfg.get_max_counters()),
+        max_key_len: u64::from(cfg.settings().max_key_len),
+        max_value_len: u64::from(cfg.settings().max_value_len),
+        max_counters: u64::from(cfg.settings().max_counters),
     })
 }
 

@@ -1,11 +1,11 @@
 //! A map of a live region's bytes, for the tests and fuzzers that corrupt regions on purpose
 //! (`Store::layout_map`). Every range comes from [`Layout`] and the offset constants of
-//! `layout.rs`; nothing here knows an offset of its own. Hidden from the documentation: not a
+//! `layout.rs` (the header's field table included); nothing here knows an offset of its own. Hidden from the documentation: not a
 //! stable API.
 
 use std::ops::Range;
 
-use crate::layout::{
+use super::layout::{
     counter, header, shard, slot, value_offset, Layout, COUNTER_SIZE, HEADER_SIZE, STAT_SLOTS,
     STAT_SLOT_SIZE,
 };
@@ -116,28 +116,6 @@ pub struct RegionPart {
     pub range: Range<usize>,
 }
 
-const HEADER_FIELDS: [(&str, usize, usize); 19] = [
-    ("magic", header::MAGIC, 8),
-    ("version", header::VERSION, 4),
-    ("init_state", header::INIT_STATE, 4),
-    ("fingerprint", header::FINGERPRINT, 8),
-    ("total_len", header::TOTAL_LEN, 8),
-    ("seed0", header::SEED0, 8),
-    ("seed1", header::SEED1, 8),
-    ("capacity", header::CAPACITY, 8),
-    ("shards", header::SHARDS, 4),
-    ("groups_per_shard", header::GROUPS_PER_SHARD, 4),
-    ("max_key_len", header::MAX_KEY_LEN, 4),
-    ("max_value_len", header::MAX_VALUE_LEN, 4),
-    ("max_counters", header::MAX_COUNTERS, 4),
-    ("policy", header::POLICY, 4),
-    ("stat_slots", header::STAT_SLOTS, 4),
-    ("lock_timeout_ms", header::LOCK_TIMEOUT_MS, 4),
-    ("generation", header::GENERATION, 8),
-    ("created_ms", header::CREATED_MS, 8),
-    ("creator_pid", header::CREATOR_PID, 4),
-];
-
 const MUTEX_SIZE: usize = std::mem::size_of::<libc::pthread_mutex_t>();
 
 /// The parts of a slot (or scratch slot) starting at `off`.
@@ -168,7 +146,7 @@ pub(crate) fn layout_map(l: &Layout) -> Vec<RegionPart> {
             range,
         });
     };
-    for (name, off, n) in HEADER_FIELDS {
+    for (name, off, n) in header::FIELDS {
         push(PartKind::Header(name), None, None, off..off + n);
     }
     const _: () = assert!(header::REGISTRY_MUTEX + MUTEX_SIZE <= HEADER_SIZE);
@@ -252,7 +230,7 @@ pub(crate) fn layout_map(l: &Layout) -> Vec<RegionPart> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::layout::Geometry;
+    use crate::region::layout::Geometry;
 
     #[test]
     fn parts_are_in_bounds_and_disjoint() {

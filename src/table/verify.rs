@@ -1,6 +1,111 @@
-//! What `Store::verify` reports.
+//! Verification of a shard (every invariant, under its lock), and the report types of
+//! [`Store::verify`](crate::Store::verify), which also checks the header and the counters.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
+
+use super::{ctrl, place, Locked};
+use crate::clock::LazyNow;
+use crate::hash::{hash, HashKey};
+use crate::redo;
+use crate::region::raw;
+
+impl Locked<'_> {
+    /// Checks every invariant of the shard; appends what is wrong to `problems`.
+    pub(crate) fn verify(
+        &self,
+        hash_key: &HashKey,
+        now: &LazyNow<'_>,
+        problems: &mut Vec<Problem>,
+        totals: &mut Totals,
+    ) {
+        use ProblemKind as K;
+        let shard_no = self.s.index as u32;
+        let mut push = |slot: Option<usize>, kind| {
+            problems.push(Problem {
+                shard: shard_no,
+                slot: slot.map(|s| s as u32),
+                kind,
+            })
+        };
+        let rec = self.s.rec();
+        let (op, touch) = (rec.op(), rec.touch());
+        if op != redo::IDLE || touch != redo::NO_SLOT {
+            push(None, K::RecordBusy { op, touch });
+        }
+        let mut key = Vec::new();
+        let (mut full, mut deleted) = (0u64, 0u64);
+        for i in 0..self.l().slots_per_shard {
+            let b = self.s.ctrl_of(i, Ordering::Relaxed);
+            if !ctrl::is_valid(b) {
+                push(Some(i), K::InvalidControlByte(b));
+                continue;
+            }
+            if b == ctrl::DELETED {
+                deleted += 1;
+            }
+            if !ctrl::is_full(b) {
+                continue;
+            }
+            full += 1;
+            let sv = self.s.slot(i);
+            if sv.seq().load(Ordering::Relaxed) & 1 == 1 {
+                push(Some(i), K::SlotMidWrite);
+            }
+            let klen = sv.key_len().load(Ordering::Relaxed) as usize;
+            let vlen = sv.val_len().load(Ordering::Relaxed) as usize;
+            if klen > self.l().geo.max_key_len as usize {
+                push(Some(i), K::KeyTooLong(klen as u64));
+                continue;
+            }
+            if vlen > self.l().geo.max_value_len as usize {
+                push(Some(i), K::ValueTooLong(vlen as u64));
+            }
+            key.clear();
+            raw::load_bytes(sv.key_words(klen), klen, &mut key);
+            let h = hash(hash_key, &key);
+            let p = place(h, self.l().geo.shards, self.l().geo.groups_per_shard);
+            if p.shard != self.s.index {
+                push(Some(i), K::WrongShard);
+                continue;
+            }
+            if p.tag != b {
+                push(Some(i), K::WrongTag);
+                continue;
+            }
+            match self.lookup(&key, p).slot {
+                Some(j) if j == i => {}
+                Some(_) => push(Some(i), K::DuplicateKey),
+                None => push(Some(i), K::Unreachable),
+            }
+            if self.slot_expired(i, now) {
+                totals.expired += 1;
+            }
+        }
+        let len = self.s.len();
+        if len != full {
+            push(
+                None,
+                K::LenMismatch {
+                    stored: len,
+                    counted: full,
+                },
+            );
+        }
+        let t = self.s.tombstones();
+        if t != deleted {
+            push(
+                None,
+                K::TombstonesMismatch {
+                    stored: t,
+                    counted: deleted,
+                },
+            );
+        }
+        totals.entries += full;
+        totals.tombstones += deleted;
+    }
+}
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]

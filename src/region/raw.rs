@@ -9,12 +9,15 @@
 //!
 //! Every accessor checks alignment and bounds (one compare, always on), so a bug elsewhere can
 //! at worst panic, never read outside the mapping.
+//!
+//! One of the few files allowed `unsafe`: every view of the mapping is made here.
+#![allow(unsafe_code)]
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
-use crate::layout::{slot, value_offset, SLOT_HEADER};
+use super::layout::{slot, value_offset, SLOT_HEADER};
 
 /// A mapped range of `len` bytes at `base`, 128-byte aligned (mappings are page aligned).
 #[derive(Debug)]

@@ -50,7 +50,7 @@
 //! fingerprint includes endianness so a mismatch is refused, not misread).
 
 use crate::config::{limits, Config, WhenFull};
-use crate::error::{Error, Incompatibility, Result};
+use crate::error::{Error, Result};
 
 /// "SHMSTATE".
 pub const MAGIC: [u8; 8] = *b"SHMSTATE";
@@ -64,28 +64,83 @@ pub const LINE: usize = 128;
 /// A cache line: the unit [`Config::line_sized_slots`] rounds slots to.
 pub const CACHE_LINE: usize = 64;
 
+/// The field after one at `off` of `size` bytes, at the next multiple of `align`: every offset
+/// below is derived from the previous field this way (as redb's header does), so a field that
+/// grows moves the ones after it instead of overlapping them.
+pub(crate) const fn after(off: usize, size: usize, align: usize) -> usize {
+    (off + size).next_multiple_of(align)
+}
+
+/// Whether `fields` (offset, size) are in address order, each aligned to its size (8 for larger
+/// fields), no two overlapping, all ending by `end`. Checked at compile time for every record.
+const fn disjoint(fields: &[(usize, usize)], end: usize) -> bool {
+    let mut i = 0;
+    while i < fields.len() {
+        let (off, size) = fields[i];
+        let align = if size >= 8 { 8 } else { size };
+        let limit = if i + 1 < fields.len() {
+            fields[i + 1].0
+        } else {
+            end
+        };
+        if size == 0 || !off.is_multiple_of(align) || off + size > limit {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 pub const HEADER_SIZE: usize = 512;
+/// The region header: what the region is (magic, version, fingerprint, sizes, seed, config),
+/// written once by the creator (`header.rs`), then only `generation` changes.
 pub mod header {
+    use super::{after, LINE};
+
     pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 8;
-    pub const INIT_STATE: usize = 12;
-    pub const FINGERPRINT: usize = 16;
-    pub const TOTAL_LEN: usize = 24;
-    pub const SEED0: usize = 32;
-    pub const SEED1: usize = 40;
-    pub const CAPACITY: usize = 48;
-    pub const SHARDS: usize = 56;
-    pub const GROUPS_PER_SHARD: usize = 60;
-    pub const MAX_KEY_LEN: usize = 64;
-    pub const MAX_VALUE_LEN: usize = 68;
-    pub const MAX_COUNTERS: usize = 72;
-    pub const POLICY: usize = 76;
-    pub const STAT_SLOTS: usize = 80;
-    pub const LOCK_TIMEOUT_MS: usize = 84;
-    pub const GENERATION: usize = 88;
-    pub const CREATED_MS: usize = 96;
-    pub const CREATOR_PID: usize = 104;
-    pub const REGISTRY_MUTEX: usize = 128;
+    pub const VERSION: usize = after(MAGIC, 8, 4);
+    pub const INIT_STATE: usize = after(VERSION, 4, 4);
+    pub const FINGERPRINT: usize = after(INIT_STATE, 4, 8);
+    pub const TOTAL_LEN: usize = after(FINGERPRINT, 8, 8);
+    pub const SEED0: usize = after(TOTAL_LEN, 8, 8);
+    pub const SEED1: usize = after(SEED0, 8, 8);
+    pub const CAPACITY: usize = after(SEED1, 8, 8);
+    pub const SHARDS: usize = after(CAPACITY, 8, 4);
+    pub const GROUPS_PER_SHARD: usize = after(SHARDS, 4, 4);
+    pub const MAX_KEY_LEN: usize = after(GROUPS_PER_SHARD, 4, 4);
+    pub const MAX_VALUE_LEN: usize = after(MAX_KEY_LEN, 4, 4);
+    pub const MAX_COUNTERS: usize = after(MAX_VALUE_LEN, 4, 4);
+    pub const POLICY: usize = after(MAX_COUNTERS, 4, 4);
+    pub const STAT_SLOTS: usize = after(POLICY, 4, 4);
+    pub const LOCK_TIMEOUT_MS: usize = after(STAT_SLOTS, 4, 4);
+    pub const GENERATION: usize = after(LOCK_TIMEOUT_MS, 4, 8);
+    pub const CREATED_MS: usize = after(GENERATION, 8, 8);
+    pub const CREATOR_PID: usize = after(CREATED_MS, 8, 4);
+    /// The counter registry's robust mutex, on a line of its own.
+    pub const REGISTRY_MUTEX: usize = after(CREATOR_PID, 4, LINE);
+
+    /// Every field: name (as `Store::layout_map` reports it), offset, size.
+    pub const FIELDS: [(&str, usize, usize); 19] = [
+        ("magic", MAGIC, 8),
+        ("version", VERSION, 4),
+        ("init_state", INIT_STATE, 4),
+        ("fingerprint", FINGERPRINT, 8),
+        ("total_len", TOTAL_LEN, 8),
+        ("seed0", SEED0, 8),
+        ("seed1", SEED1, 8),
+        ("capacity", CAPACITY, 8),
+        ("shards", SHARDS, 4),
+        ("groups_per_shard", GROUPS_PER_SHARD, 4),
+        ("max_key_len", MAX_KEY_LEN, 4),
+        ("max_value_len", MAX_VALUE_LEN, 4),
+        ("max_counters", MAX_COUNTERS, 4),
+        ("policy", POLICY, 4),
+        ("stat_slots", STAT_SLOTS, 4),
+        ("lock_timeout_ms", LOCK_TIMEOUT_MS, 4),
+        ("generation", GENERATION, 8),
+        ("created_ms", CREATED_MS, 8),
+        ("creator_pid", CREATOR_PID, 4),
+    ];
 }
 
 /// `init_state` values. Written last by the creator (Release), read first by openers (Acquire).
@@ -94,12 +149,15 @@ pub mod init_state {
 }
 
 pub const COUNTER_SIZE: usize = 256;
+/// A counter record: the value alone on its line, then the name.
 pub mod counter {
+    use super::{after, LINE};
+
     pub const VALUE: usize = 0;
-    pub const STATE: usize = 128;
-    pub const NAME_LEN: usize = 132;
-    pub const HASH: usize = 136;
-    pub const NAME: usize = 144;
+    pub const STATE: usize = after(VALUE, 8, LINE);
+    pub const NAME_LEN: usize = after(STATE, 4, 4);
+    pub const HASH: usize = after(NAME_LEN, 4, 8);
+    pub const NAME: usize = after(HASH, 8, 8);
     pub const NAME_CAP: usize = super::COUNTER_SIZE - NAME;
     /// Counter entry states.
     pub const EMPTY: u32 = 0;
@@ -109,64 +167,65 @@ pub mod counter {
 /// Number of per-thread statistics slots (slot 0 is shared by threads that find none free).
 pub const STAT_SLOTS: u32 = 256;
 pub const STAT_SLOT_SIZE: usize = 128;
+/// A per-thread statistics slot: its owner, then one `u64` per statistic, written only by the
+/// owner (no line shared with another thread).
 pub mod stat_slot {
+    use super::after;
+
     pub const OWNER: usize = 0;
-    pub const HITS: usize = 8;
-    pub const MISSES: usize = 16;
-    // Writer statistics, counted by the writing thread in its own slot (no shared line).
-    pub const SETS: usize = 24;
-    pub const DELETES: usize = 32;
-    pub const EXPIRATIONS: usize = 40;
-    pub const EVICTIONS: usize = 48;
-    pub const FULL: usize = 56;
-    pub const RECOVERIES: usize = 64;
-    pub const CONTENDED: usize = 72;
+    pub const HITS: usize = after(OWNER, 4, 8);
+    pub const MISSES: usize = after(HITS, 8, 8);
+    pub const SETS: usize = after(MISSES, 8, 8);
+    pub const DELETES: usize = after(SETS, 8, 8);
+    pub const EXPIRATIONS: usize = after(DELETES, 8, 8);
+    pub const EVICTIONS: usize = after(EXPIRATIONS, 8, 8);
+    pub const FULL: usize = after(EVICTIONS, 8, 8);
+    pub const RECOVERIES: usize = after(FULL, 8, 8);
+    pub const CONTENDED: usize = after(RECOVERIES, 8, 8);
 }
 
 pub const SHARD_HEADER_SIZE: usize = 256;
+/// Room reserved for a `pthread_mutex_t` (40 bytes on glibc and musl, 64-bit; checked below).
+pub const MUTEX_ROOM: usize = 40;
+/// A shard's header.
 pub mod shard {
+    use super::{after, CACHE_LINE, MUTEX_ROOM};
+
     // The first 64-byte cache line: the mutex and the repair record, the only shard-header
     // bytes an update writes (one line to move between cores per write).
     pub const MUTEX: usize = 0;
-    pub const REC_OP: usize = 40;
-    pub const REC_TARGET: usize = 44;
-    pub const REC_TAG: usize = 48;
-    pub const REC_TOUCH: usize = 52;
+    /// The repair (redo) record: `redo.rs`.
+    pub const REC_OP: usize = after(MUTEX, MUTEX_ROOM, 4);
+    pub const REC_TARGET: usize = after(REC_OP, 4, 4);
+    pub const REC_TAG: usize = after(REC_TARGET, 4, 4);
+    pub const REC_TOUCH: usize = after(REC_TAG, 4, 4);
     /// Which scratch slot holds the redo copy: 0 = the shard's own, i = thread scratch i.
-    pub const REC_SCRATCH: usize = 56;
+    pub const REC_SCRATCH: usize = after(REC_TOUCH, 4, 4);
     // The second line: counts written by inserts and deletes (under the lock).
-    pub const LEN: usize = 64;
-    pub const TOMBSTONES: usize = 72;
-    pub const SWEEP_CURSOR: usize = 80;
+    pub const LEN: usize = after(REC_SCRATCH, 4, CACHE_LINE);
+    pub const TOMBSTONES: usize = after(LEN, 8, 8);
+    pub const SWEEP_CURSOR: usize = after(TOMBSTONES, 8, 8);
     pub const CTRL: usize = super::SHARD_HEADER_SIZE;
 }
 
-/// Repair-record `op` values.
-pub mod rec {
-    pub const IDLE: u32 = 0;
-    /// Copy the scratch slot over `target`, then publish `tag` in its control byte.
-    pub const REDO_PUT: u32 = 1;
-    /// Empty every control byte of the shard.
-    pub const REDO_CLEAR: u32 = 2;
-    /// `touch` value meaning no slot is being written (a zero-filled region needs no setup);
-    /// otherwise `touch` is the slot index plus one.
-    pub const NO_SLOT: u32 = 0;
-}
-
-pub const SLOT_HEADER: usize = 24;
+/// Size of a slot's fixed fields (the key bytes start here).
+pub const SLOT_HEADER: usize = slot::KEY;
 
 /// Offset of the value bytes within a slot whose key room is `key_cap` bytes.
 #[inline(always)]
 pub const fn value_offset(key_cap: usize) -> usize {
     slot::KEY + key_cap
 }
+/// A slot: fixed fields, then the key room, then the value room.
 pub mod slot {
+    use super::after;
+
     pub const SEQ: usize = 0;
-    pub const KEY_LEN: usize = 4;
-    pub const VAL_LEN: usize = 8;
-    pub const FLAGS: usize = 12;
-    pub const EXPIRES: usize = 16;
-    pub const KEY: usize = super::SLOT_HEADER;
+    pub const KEY_LEN: usize = after(SEQ, 4, 4);
+    pub const VAL_LEN: usize = after(KEY_LEN, 4, 4);
+    pub const FLAGS: usize = after(VAL_LEN, 4, 4);
+    pub const EXPIRES: usize = after(FLAGS, 4, 8);
+    pub const KEY: usize = after(EXPIRES, 8, 8);
     pub const FLAG_REFERENCED: u32 = 1;
 }
 
@@ -229,15 +288,73 @@ pub const FINGERPRINT: u64 = fnv1a(&[
     target_env_id(),
 ]);
 
-// The mutex must fit in its line, the registry mutex in its line of the header.
-const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= shard::REC_OP);
-const _: () = assert!(shard::REC_SCRATCH + 4 <= 64);
-const _: () = assert!(stat_slot::CONTENDED + 8 <= STAT_SLOT_SIZE);
+// No two fields of a record overlap, each is aligned, and each record fits its size.
+const _: () = {
+    let mut fields = [(0, 0); header::FIELDS.len() + 1];
+    let mut i = 0;
+    while i < header::FIELDS.len() {
+        fields[i] = (header::FIELDS[i].1, header::FIELDS[i].2);
+        i += 1;
+    }
+    fields[i] = (header::REGISTRY_MUTEX, LINE);
+    assert!(disjoint(&fields, HEADER_SIZE));
+};
+const _: () = assert!(disjoint(
+    &[
+        (counter::VALUE, 8),
+        (counter::STATE, 4),
+        (counter::NAME_LEN, 4),
+        (counter::HASH, 8),
+        (counter::NAME, counter::NAME_CAP),
+    ],
+    COUNTER_SIZE
+));
+const _: () = assert!(disjoint(
+    &[
+        (stat_slot::OWNER, 4),
+        (stat_slot::HITS, 8),
+        (stat_slot::MISSES, 8),
+        (stat_slot::SETS, 8),
+        (stat_slot::DELETES, 8),
+        (stat_slot::EXPIRATIONS, 8),
+        (stat_slot::EVICTIONS, 8),
+        (stat_slot::FULL, 8),
+        (stat_slot::RECOVERIES, 8),
+        (stat_slot::CONTENDED, 8),
+    ],
+    STAT_SLOT_SIZE
+));
+const _: () = assert!(disjoint(
+    &[
+        (shard::MUTEX, MUTEX_ROOM),
+        (shard::REC_OP, 4),
+        (shard::REC_TARGET, 4),
+        (shard::REC_TAG, 4),
+        (shard::REC_TOUCH, 4),
+        (shard::REC_SCRATCH, 4),
+        (shard::LEN, 8),
+        (shard::TOMBSTONES, 8),
+        (shard::SWEEP_CURSOR, 8),
+    ],
+    shard::CTRL
+));
+const _: () = assert!(disjoint(
+    &[
+        (slot::SEQ, 4),
+        (slot::KEY_LEN, 4),
+        (slot::VAL_LEN, 4),
+        (slot::FLAGS, 4),
+        (slot::EXPIRES, 8),
+    ],
+    slot::KEY
+));
+// The mutex fits its room; the mutex and the repair record share the shard's first line; the
+// value of a counter is alone on its line; the name room is what the docs promise.
+const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= MUTEX_ROOM);
 const _: () = assert!(std::mem::align_of::<libc::pthread_mutex_t>() <= 8);
-const _: () = assert!(header::REGISTRY_MUTEX + LINE <= HEADER_SIZE);
-const _: () = assert!(header::CREATOR_PID + 4 <= header::REGISTRY_MUTEX);
+const _: () = assert!(shard::REC_SCRATCH + 4 <= CACHE_LINE);
+const _: () = assert!(counter::STATE == LINE);
 const _: () = assert!(counter::NAME_CAP == 112);
-const _: () = assert!(shard::SWEEP_CURSOR + 8 <= SHARD_HEADER_SIZE);
 const _: () = assert!(SHARD_HEADER_SIZE.is_multiple_of(LINE) && HEADER_SIZE.is_multiple_of(LINE));
 const _: () = assert!(slot::EXPIRES.is_multiple_of(8) && SLOT_HEADER.is_multiple_of(8));
 const _: () = assert!(
@@ -441,79 +558,6 @@ impl Layout {
         })
     }
 
-    /// Reads and validates the header of a mapped region of `mapped_len` bytes. `read_u32` /
-    /// `read_u64` read one header field each (once); nothing here trusts a value before checking.
-    pub fn from_header(
-        mapped_len: u64,
-        magic: [u8; 8],
-        read_u32: impl Fn(usize) -> u32,
-        read_u64: impl Fn(usize) -> u64,
-    ) -> Result<Self> {
-        if mapped_len < HEADER_SIZE as u64 {
-            return Err(Error::Incompatible {
-                reason: Incompatibility::Size {
-                    actual: mapped_len,
-                    expected: HEADER_SIZE as u64,
-                },
-            });
-        }
-        if magic != MAGIC {
-            return Err(Error::Incompatible {
-                reason: Incompatibility::BadMagic,
-            });
-        }
-        let version = read_u32(header::VERSION);
-        if version != FORMAT_VERSION {
-            return Err(Error::Incompatible {
-                reason: Incompatibility::Version {
-                    found: version,
-                    expected: FORMAT_VERSION,
-                },
-            });
-        }
-        let fp = read_u64(header::FINGERPRINT);
-        if fp != FINGERPRINT {
-            return Err(Error::Incompatible {
-                reason: Incompatibility::Fingerprint {
-                    found: fp,
-                    expected: FINGERPRINT,
-                },
-            });
-        }
-        let policy = Geometry::policy_from_code(read_u32(header::POLICY))
-            .ok_or(Error::corrupted("header: unknown full policy"))?;
-        let geo = Geometry {
-            capacity: read_u64(header::CAPACITY),
-            shards: read_u32(header::SHARDS),
-            groups_per_shard: read_u32(header::GROUPS_PER_SHARD),
-            max_key_len: read_u32(header::MAX_KEY_LEN),
-            max_value_len: read_u32(header::MAX_VALUE_LEN),
-            max_counters: read_u32(header::MAX_COUNTERS),
-            policy,
-            lock_timeout_ms: read_u32(header::LOCK_TIMEOUT_MS),
-        };
-        if read_u32(header::STAT_SLOTS) != STAT_SLOTS {
-            return Err(Error::corrupted("header: process slot count"));
-        }
-        let layout =
-            Layout::new(geo).map_err(|_| Error::corrupted("header: config out of range"))?;
-        let total = read_u64(header::TOTAL_LEN);
-        if total != layout.total_len as u64 {
-            return Err(Error::corrupted(
-                "header: total length disagrees with config",
-            ));
-        }
-        if mapped_len != total {
-            return Err(Error::Incompatible {
-                reason: Incompatibility::Size {
-                    actual: mapped_len,
-                    expected: total,
-                },
-            });
-        }
-        Ok(layout)
-    }
-
     // ---- offsets (all in-bounds for in-range indices, by construction) ----
 
     #[inline]
@@ -607,63 +651,5 @@ mod tests {
                 .max_value_len(limits::MAX_VALUE_LEN),
         );
         assert!(matches!(e, Err(Error::InvalidConfig { .. })));
-    }
-
-    #[test]
-    fn header_checks_each_field() {
-        let l = layout(Config::new().capacity(100));
-        let good = |off: usize| -> u64 {
-            match off {
-                header::VERSION => FORMAT_VERSION as u64,
-                header::FINGERPRINT => FINGERPRINT,
-                header::POLICY => 0,
-                header::CAPACITY => l.geo.capacity,
-                header::SHARDS => l.geo.shards as u64,
-                header::GROUPS_PER_SHARD => l.geo.groups_per_shard as u64,
-                header::MAX_KEY_LEN => l.geo.max_key_len as u64,
-                header::MAX_VALUE_LEN => l.geo.max_value_len as u64,
-                header::MAX_COUNTERS => l.geo.max_counters as u64,
-                header::STAT_SLOTS => STAT_SLOTS as u64,
-                header::LOCK_TIMEOUT_MS => l.geo.lock_timeout_ms as u64,
-                header::TOTAL_LEN => l.total_len as u64,
-                _ => 0,
-            }
-        };
-        let len = l.total_len as u64;
-        let ok = Layout::from_header(len, MAGIC, |o| good(o) as u32, good).unwrap();
-        assert_eq!(ok, l);
-        assert!(matches!(
-            Layout::from_header(len, *b"NOTSHMST", |o| good(o) as u32, good),
-            Err(Error::Incompatible {
-                reason: Incompatibility::BadMagic
-            })
-        ));
-        assert!(matches!(
-            Layout::from_header(len - 1, MAGIC, |o| good(o) as u32, good),
-            Err(Error::Incompatible {
-                reason: Incompatibility::Size { .. }
-            })
-        ));
-        assert!(matches!(
-            Layout::from_header(10, MAGIC, |o| good(o) as u32, good),
-            Err(Error::Incompatible {
-                reason: Incompatibility::Size { .. }
-            })
-        ));
-        for (field, val) in [
-            (header::VERSION, u64::from(FORMAT_VERSION) + 1),
-            (header::FINGERPRINT, 1),
-            (header::POLICY, 9),
-            (header::SHARDS, 0),
-            (header::GROUPS_PER_SHARD, 0),
-            (header::MAX_KEY_LEN, u32::MAX as u64),
-            (header::TOTAL_LEN, 12345),
-        ] {
-            let bad = |o: usize| if o == field { val } else { good(o) };
-            assert!(
-                Layout::from_header(len, MAGIC, |o| bad(o) as u32, bad).is_err(),
-                "field at {field} = {val} accepted"
-            );
-        }
     }
 }

@@ -1,6 +1,6 @@
-//! Getting a mapping: anonymous shared memory (inherited across `fork`), a named POSIX shm
-//! object, or a file. Also the checks an object must pass before we map it, and the `flock`
-//! protocol that tells an opener whether the creator finished and whether it is the only user.
+//! Opening named shm objects and files: the checks an object must pass before we map it, and
+//! the `flock` protocol that tells an opener whether the creator finished and whether it is the
+//! only user.
 //!
 //! # The flock protocol (named objects and files)
 //!
@@ -20,140 +20,19 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
-use rustix::mm::{MapFlags, ProtFlags};
 
-use crate::error::{Error, Result};
-use crate::raw::RawRegion;
+use super::header;
+use super::layout::{HEADER_SIZE, MAGIC};
+use super::map::{Mapping, Origin};
+use crate::error::{Error, Incompatibility, Result};
 
 /// Where POSIX shm objects live on Linux.
 const SHM_DIR: &str = "/dev/shm";
 /// How long an opener waits for a creator to finish initializing.
 const INIT_WAIT: Duration = Duration::from_secs(5);
-
-/// An owned `MAP_SHARED` mapping, unmapped on drop.
-#[derive(Debug)]
-pub(crate) struct Mapping {
-    raw: RawRegion,
-    /// Kept open so our `LOCK_SH` lives as long as the mapping (`None` for anonymous memory).
-    fd: Option<OwnedFd>,
-    /// What was opened, for messages and tools.
-    pub(crate) origin: Origin,
-}
-
-/// What a mapping was made from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// Anonymous shared memory, inherited across `fork`.
-    Anonymous,
-    /// A named POSIX shm object.
-    Shm(String),
-    /// A file.
-    File(PathBuf),
-}
-
-impl Mapping {
-    pub(crate) fn raw(&self) -> &RawRegion {
-        &self.raw
-    }
-
-    /// Anonymous `MAP_SHARED` zero-filled memory.
-    #[cfg(not(miri))]
-    pub(crate) fn anonymous(len: usize) -> Result<Self> {
-        // SAFETY: a fresh anonymous mapping aliases nothing.
-        let p = unsafe {
-            rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-            )
-        }
-        .map_err(|e| Error::io("mmap (anonymous)", e))?;
-        let base = NonNull::new(p.cast::<u8>()).ok_or(Error::corrupted("mmap returned null"))?;
-        Ok(Mapping {
-            // SAFETY: `len` bytes at `base` stay mapped until `Drop` (page aligned).
-            raw: unsafe { RawRegion::new(base, len) },
-            fd: None,
-            origin: Origin::Anonymous,
-        })
-    }
-
-    /// Under Miri (which cannot map shared memory): zero-filled heap memory with the same
-    /// alignment, so the table logic runs unchanged on it (`cargo miri test`).
-    #[cfg(miri)]
-    pub(crate) fn anonymous(len: usize) -> Result<Self> {
-        let layout = std::alloc::Layout::from_size_align(len, MIRI_ALIGN)
-            .map_err(|_| Error::corrupted("region too large"))?;
-        // SAFETY: `layout` has a non-zero size (the layout module never asks for 0 bytes).
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let base = NonNull::new(p).ok_or(Error::corrupted("allocation failed"))?;
-        Ok(Mapping {
-            // SAFETY: `len` bytes at `base` stay allocated until `Drop`.
-            raw: unsafe { RawRegion::new(base, len) },
-            fd: None,
-            origin: Origin::Anonymous,
-        })
-    }
-
-    fn from_fd(fd: OwnedFd, len: usize, origin: Origin) -> Result<Self> {
-        // SAFETY: mapping a file descriptor creates no Rust references; the region is accessed
-        // only through `RawRegion`, which tolerates concurrent writers.
-        let p = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &fd,
-                0,
-            )
-        }
-        .map_err(|e| Error::io("mmap", e))?;
-        let base = NonNull::new(p.cast::<u8>()).ok_or(Error::corrupted("mmap returned null"))?;
-        Ok(Mapping {
-            // SAFETY: `len` bytes at `base` stay mapped until `Drop` (page aligned).
-            raw: unsafe { RawRegion::new(base, len) },
-            fd: Some(fd),
-            origin,
-        })
-    }
-
-    /// Converts our exclusive creation/recovery lock into the shared "I use it" lock.
-    pub(crate) fn downgrade(&self) -> Result<()> {
-        if let Some(fd) = &self.fd {
-            rustix::fs::flock(fd, FlockOperation::LockShared)
-                .map_err(|e| Error::io("flock(LOCK_SH)", e))?;
-        }
-        Ok(())
-    }
-}
-
-/// Alignment of the heap-backed region under Miri (a page, as `mmap` gives).
-#[cfg(miri)]
-const MIRI_ALIGN: usize = 4096;
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        #[cfg(miri)]
-        if self.fd.is_none() {
-            let layout = std::alloc::Layout::from_size_align(self.raw.len(), MIRI_ALIGN)
-                .expect("validated when allocated");
-            // SAFETY: allocated in `anonymous` with this layout; nothing borrows it any more.
-            unsafe { std::alloc::dealloc(self.raw.base(), layout) };
-            return;
-        }
-        // SAFETY: we own the mapping; guards and counters borrow it through an `Arc`, so no
-        // lock of this mapping is held and no reference into it remains.
-        unsafe {
-            let _ = rustix::mm::munmap(self.raw.base().cast(), self.raw.len());
-        }
-    }
-}
-
 /// Validates a POSIX shm name and returns its path under `/dev/shm`.
 pub(crate) fn shm_path(name: &str) -> Result<PathBuf> {
     let bad = |reason| Error::InvalidName {
@@ -234,24 +113,16 @@ pub(crate) fn create(path: &Path, len: usize, origin: Origin) -> Result<Option<M
     rustix::fs::flock(&fd, FlockOperation::LockExclusive)
         .map_err(|e| cleanup(Error::io("flock(LOCK_EX)", e)))?;
     rustix::fs::ftruncate(&fd, len as u64).map_err(|e| cleanup(Error::io("ftruncate", e)))?;
-    Mapping::from_fd(fd, len, origin).map(Some).map_err(cleanup)
-}
-
-/// What [`open`] found.
-pub(crate) struct Opened {
-    pub(crate) mapping: Mapping,
-    /// We hold `LOCK_EX`: no other process uses the region. The caller re-initializes the
-    /// mutexes, repairs, then calls [`Mapping::downgrade`].
-    pub(crate) sole_user: bool,
+    Mapping::from_fd(fd, len, origin, true)
+        .map(Some)
+        .map_err(cleanup)
 }
 
 /// Opens an existing object, waiting (bounded) for its creator to finish. The caller must
-/// still validate the header; `is_ready` reads the init word of a candidate mapping.
-pub(crate) fn open(
-    path: &Path,
-    origin: Origin,
-    is_ready: impl Fn(&RawRegion) -> bool,
-) -> Result<Opened> {
+/// still validate the header. If we got `LOCK_EX`, no other process uses the region:
+/// [`Mapping::sole_user`] then says so, and the caller re-initializes the mutexes, repairs,
+/// then calls [`Mapping::downgrade`].
+pub(crate) fn open(path: &Path, origin: Origin) -> Result<Mapping> {
     let fd = rustix::fs::open(path, open_flags(), Mode::empty()).map_err(|e| match e {
         rustix::io::Errno::NOENT => Error::NotFound {
             path: path.to_owned(),
@@ -297,11 +168,11 @@ pub(crate) fn open(
             continue;
         }
         let len = usize::try_from(size).map_err(|_| Error::corrupted("size exceeds usize"))?;
-        if size < crate::layout::HEADER_SIZE as u64 {
+        if size < HEADER_SIZE as u64 {
             return Err(Error::Incompatible {
-                reason: crate::error::Incompatibility::Size {
+                reason: Incompatibility::Size {
                     actual: size,
-                    expected: crate::layout::HEADER_SIZE as u64,
+                    expected: HEADER_SIZE as u64,
                 },
             });
         }
@@ -309,13 +180,13 @@ pub(crate) fn open(
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| Error::io("dup", e))?;
-        let mapping = Mapping::from_fd(fd2, len, origin.clone())?;
-        if !is_ready(mapping.raw()) {
+        let mapping = Mapping::from_fd(fd2, len, origin.clone(), sole_user)?;
+        if !header::is_ready(mapping.raw()) {
             // Nobody holds LOCK_EX, so no creator is working on it. If it carries our magic (or
             // nothing yet), its creator died mid-initialization; anything else is not a
             // shmstate region, which the header check reports.
-            let magic = read_magic(mapping.raw());
-            if magic == crate::layout::MAGIC || magic == [0; 8] {
+            let magic = header::read_magic(mapping.raw());
+            if magic == MAGIC || magic == [0; 8] {
                 return Err(not_init(
                     "its creator died during initialization; unlink and recreate",
                 ));
@@ -323,15 +194,8 @@ pub(crate) fn open(
         }
         // `fd` (the original) is dropped here; its lock lives on through the dup in `mapping`
         // (flock locks belong to the open file description, shared by dups).
-        return Ok(Opened { mapping, sole_user });
+        return Ok(mapping);
     }
-}
-
-/// The 8 magic bytes at offset 0.
-pub(crate) fn read_magic(raw: &RawRegion) -> [u8; 8] {
-    raw.u64_at(0)
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .to_ne_bytes()
 }
 
 /// Removes a shm object or file.
@@ -353,17 +217,5 @@ mod tests {
                 "{bad:?}"
             );
         }
-    }
-
-    #[test]
-    fn anonymous_is_zeroed_and_shared_len() {
-        let m = Mapping::anonymous(4096).unwrap();
-        assert_eq!(m.raw().len(), 4096);
-        assert_eq!(
-            m.raw()
-                .u64_at(4088)
-                .load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
     }
 }
