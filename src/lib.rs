@@ -23,22 +23,91 @@
 //! [`StateBackend`] is one interface over the store and (cargo feature `redis`) a Redis
 //! server, for when the state must be shared by more than one host.
 //!
+//! # How does it work?
+//!
+//! **The region.** One mapping holds everything, at offsets computed once from the
+//! configuration (the byte picture is in `region/layout.rs`, the only module that knows
+//! offsets):
+//!
+//! ```text
+//! | header (magic, version, fingerprint, sizes, seed, config) | counter registry mutex |
+//! | counters: one AtomicI64 per 128-byte line, then its name                            |
+//! | per-thread statistics slots | per-thread scratch slots (redo copies)                |
+//! | shard 0: mutex + redo record | counts | control bytes | scratch slot | slots ...     |
+//! | shard 1 ...                                                                         |
+//! ```
+//!
+//! Every process maps the same bytes. Nothing in the region is a pointer; every length and
+//! index read from it is checked before use, and all access goes through atomic views
+//! (`region/raw.rs`), never through references into shared bytes.
+//!
+//! **The read path** (`table/read.rs`). A key's hash picks its shard, its home group of eight
+//! slots and a 7-bit tag. A reader loads the group's eight control bytes as one word, matches
+//! the tag in all eight at once, and for each match copies the slot under the slot's sequence
+//! lock: read the sequence number, copy key and value with relaxed atomic loads, re-read the
+//! sequence; a change means retry. It takes no lock and writes nothing shared. A slot that
+//! stays mid-write (its writer may be dead) makes the reader take the lock instead, after a
+//! bounded number of retries.
+//!
+//! **The write path** (`table/lock.rs`, `table/write.rs`). A writer takes its shard's robust
+//! process-shared mutex. An insert into a free slot writes the slot, then publishes it with
+//! one store of its control byte. Anything that changes a live slot first writes the new
+//! entry into a scratch slot, commits by storing the shard's redo record (`redo.rs`), then
+//! copies it into place and idles the record. Keys never move, so readers never miss one.
+//!
+//! **The repair path** (`table/repair.rs`). When a writer dies holding the lock, the kernel
+//! marks the mutex and the next locker is told (`EOWNERDEAD`). Before the lock is handed to
+//! the operation, the new holder redoes whatever the record says was committed, makes the
+//! touched slot's sequence even, recounts the shard, idles the record, and only then marks the
+//! mutex consistent. Each step is idempotent, so a repairer that dies is repaired in turn.
+//!
+//! **Counters** (`counter.rs`) are one `AtomicI64` each, found once by name and then updated
+//! with one atomic instruction.
+//!
+//! **Modules**, data flowing one way (`store -> table -> region/sync -> raw`, no cycles):
+//!
+//! | module | job |
+//! |---|---|
+//! | `region/` | the mapping and the `flock` protocol (`map.rs`, `open.rs`), the byte layout (`layout.rs`), the header read and written side by side (`header.rs`), atomic views (`raw.rs`), a named map of the bytes (`inspect.rs`) |
+//! | `sync/` | the robust process-shared mutex (`mutex.rs`), the seqlock (`seqlock.rs`) |
+//! | `redo.rs` | the per-shard redo record: the crash protocol of multi-word writes |
+//! | `stats.rs` | per-thread statistics slots (and the scratch slot each names), [`Stats`] |
+//! | `process.rs` | pid, thread id, liveness, fork handling, identity that survives pid reuse |
+//! | `hash.rs` | the keyed hash |
+//! | `table/` | control bytes, probing, lock-free read, locking + repair, writes, verification |
+//! | `counter.rs` | named counters, over the region |
+//! | `store/` | the public [`Store`]: opening, key-value operations, admin |
+//! | `primitives/` | locks, rate limits, stampede guard, namespaces, worker gauges |
+//! | `backend/` | [`StateBackend`]: the store and Redis behind one trait |
+//! | `config.rs`, `error.rs`, `clock.rs`, `metrics.rs` | configuration, errors, time, Prometheus |
+//!
 //! # Guarantees
+//!
+//! Each guarantee names the tests that prove it (in `tests/`, run by `cargo test --all-features`).
 //!
 //! * **A killed worker never blocks or corrupts the others.** Writers hold a robust mutex; when
 //!   a holder dies (SIGKILL, OOM) the next locker is told and repairs the shard from a redo
 //!   record first. Every write either happened entirely or not at all; only the dead worker's
-//!   own in-flight operation is uncertain.
+//!   own in-flight operation is uncertain. *Tests:* `fork.rs` (`crash_in_every_operation`,
+//!   `kill_at_every_write_point`: a worker killed at each of the 19 failpoints;
+//!   `repairer_killed_midway`), `torture.rs` (kill -9 soak), `linearizability.rs` (histories
+//!   with killed workers checked against a sequential model), loom's `protocols.rs`.
 //! * **Reads take no lock and write no shared memory** (seqlock per slot). A reader that keeps
 //!   finding a slot mid-write takes the lock instead, so no read waits on a dead writer.
+//!   *Tests:* `fork.rs` (`values_cross_processes_untorn`, `parked_holder_then_sigkill`), loom
+//!   (the seqlock, publishing, overwrite with a concurrent reader), Miri over the table paths.
 //! * **Every wait is bounded.** Retry loops are counted; a lock held by a *live* process is
-//!   waited for at most `Config::lock_timeout` ([`Error::LockTimeout`]).
+//!   waited for at most `Config::lock_timeout` ([`Error::LockTimeout`]). *Tests:*
+//!   `fork.rs` (`woken_waiter_killed_does_not_strand_the_others`), `torture.rs` (max wait),
+//!   `sync::mutex` unit tests (timeout).
 //! * **The region is untrusted input.** Header fields are validated once at open (magic,
 //!   version, layout fingerprint, sizes, config); lengths and indices read later are checked
 //!   before use. Corruption gives [`Error::Corrupted`] or a [`VerifyReport`] problem, never an
-//!   out-of-bounds access.
+//!   out-of-bounds access. *Tests:* `hostile.rs` (every part of a live region scribbled, every
+//!   operation called), the `image`, `scribble` and `records` fuzz targets, `region::header`
+//!   unit tests (each field checked).
 //! * **Named objects and files are opened safely**: `O_NOFOLLOW`, regular file, owned by us,
-//!   not writable by group or others.
+//!   not writable by group or others. *Tests:* `api.rs` (`bad_files_are_specific_errors`).
 //!
 //! # Limits
 //!
