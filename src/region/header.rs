@@ -187,13 +187,28 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn layout(cfg: Config) -> Layout {
-        Layout::new(Geometry::from_config(&cfg).unwrap()).unwrap()
+    #[test]
+    fn written_header_reads_back() {
+        let cfg = Config::new().capacity(100).shards(2).max_value_len(40);
+        let layout = Layout::new(Geometry::from_config(&cfg).unwrap()).unwrap();
+        let map = crate::region::Mapping::anonymous(layout.total_len).unwrap();
+        let h = Header {
+            layout,
+            seed: (7, 9),
+        };
+        h.write(map.raw(), 1234, 42);
+        assert!(matches!(
+            Header::read(map.raw()),
+            Err(Error::Corrupted { .. })
+        ));
+        mark_ready(map.raw());
+        assert_eq!(Header::read(map.raw()).unwrap(), h);
+        assert_eq!(generation(map.raw()).load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn header_checks_each_field() {
-        let l = layout(Config::new().capacity(100));
+        let l = Layout::new(Geometry::from_config(&Config::new().capacity(100)).unwrap()).unwrap();
         let good = |off: usize| -> u64 {
             match off {
                 header::VERSION => FORMAT_VERSION as u64,

@@ -612,6 +612,64 @@ mod tests {
         Layout::new(Geometry::from_config(&cfg).unwrap()).unwrap()
     }
 
+    /// The offsets of format version 3, as numbers: a change that moves a byte fails here and
+    /// must bump `FORMAT_VERSION`.
+    #[test]
+    fn format_3_offsets_are_pinned() {
+        assert_eq!(FORMAT_VERSION, 3);
+        let h: Vec<usize> = header::FIELDS.iter().map(|f| f.1).collect();
+        assert_eq!(
+            h,
+            [0, 8, 12, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 80, 84, 88, 96, 104]
+        );
+        assert_eq!(header::REGISTRY_MUTEX, 128);
+        let c = [
+            counter::VALUE,
+            counter::STATE,
+            counter::NAME_LEN,
+            counter::HASH,
+            counter::NAME,
+        ];
+        assert_eq!(c, [0, 128, 132, 136, 144]);
+        let st = [
+            stat_slot::OWNER,
+            stat_slot::HITS,
+            stat_slot::MISSES,
+            stat_slot::SETS,
+            stat_slot::DELETES,
+            stat_slot::EXPIRATIONS,
+            stat_slot::EVICTIONS,
+            stat_slot::FULL,
+            stat_slot::RECOVERIES,
+            stat_slot::CONTENDED,
+        ];
+        assert_eq!(st, [0, 8, 16, 24, 32, 40, 48, 56, 64, 72]);
+        let sh = [
+            shard::MUTEX,
+            shard::REC_OP,
+            shard::REC_TARGET,
+            shard::REC_TAG,
+            shard::REC_TOUCH,
+            shard::REC_SCRATCH,
+            shard::LEN,
+            shard::TOMBSTONES,
+            shard::SWEEP_CURSOR,
+            shard::CTRL,
+        ];
+        assert_eq!(sh, [0, 40, 44, 48, 52, 56, 64, 72, 80, 256]);
+        let sl = [
+            slot::SEQ,
+            slot::KEY_LEN,
+            slot::VAL_LEN,
+            slot::FLAGS,
+            slot::EXPIRES,
+            slot::KEY,
+        ];
+        assert_eq!(sl, [0, 4, 8, 12, 16, 24]);
+        assert_eq!((HEADER_SIZE, COUNTER_SIZE, STAT_SLOT_SIZE), (512, 256, 128));
+        assert_eq!((SHARD_HEADER_SIZE, SLOT_HEADER), (256, 24));
+    }
+
     #[test]
     fn sections_are_aligned_and_disjoint() {
         let l = layout(Config::new().capacity(1000).shards(4).max_value_len(100));
