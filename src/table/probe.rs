@@ -78,6 +78,10 @@ mod tests {
     use crate::hash::{hash, random_seed, HashKey};
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "64 000 keys hashed: a statistics test, no unsafe code in it"
+    )]
     fn spreads_sequential_keys() {
         let k = HashKey::new(random_seed().unwrap());
         let (shards, groups) = (64u32, 1000u32);
