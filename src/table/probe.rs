@@ -80,7 +80,7 @@ mod tests {
     #[test]
     #[cfg_attr(
         miri,
-        ignore = "64 000 keys hashed: a statistics test, no unsafe code in it"
+        ignore = "64 000 keys hashed: a statistics test of the hash, nothing for Miri to check"
     )]
     fn spreads_sequential_keys() {
         let k = HashKey::new(random_seed().unwrap());
