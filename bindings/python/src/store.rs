@@ -413,7 +413,7 @@ impl PyStore {
     fn origin<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         match self.store.origin() {
             Origin::Shm(n) => ("shm", n.as_str()).into_pyobject(py),
-            Origin::File(p) => ("file", p.as_path()).into_pyobject(py),
+            Origin::File(p) => ("file", p.as_os_str()).into_pyobject(py),
             _ => ("anonymous", py.None()).into_pyobject(py),
         }
     }
