@@ -283,7 +283,7 @@ impl PyDecision {
 #[pymethods]
 impl PyRateLimiter {
     /// Checks and counts a request of weight `cost` for `client` (str or bytes).
-    #[pyo3(signature = (client, cost=None))]
+    #[pyo3(signature = (client, cost=None), text_signature = "($self, client, cost=1)")]
     fn check(&self, client: &Bound<'_, PyAny>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<PyDecision> {
         let c = bytes_arg("client", client)?;
         let cost: u64 = match cost {
@@ -556,7 +556,7 @@ pub struct PyGauge {
 #[pymethods]
 impl PyGauge {
     /// Adds `delta` (default 1; negative to decrease); returns this worker's new value.
-    #[pyo3(signature = (delta=None))]
+    #[pyo3(signature = (delta=None), text_signature = "($self, delta=1)")]
     fn add(&self, delta: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
         let d = match delta {
             None => 1,

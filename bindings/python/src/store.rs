@@ -293,7 +293,7 @@ impl PyStore {
 
     /// Adds `delta` to the integer under `key` and returns the result; a missing key counts as
     /// 0 and is created with `ttl`, an existing key keeps its TTL.
-    #[pyo3(signature = (key, delta=None, ttl=None))]
+    #[pyo3(signature = (key, delta=None, ttl=None), text_signature = "($self, key, delta=1, ttl=None)")]
     fn incr(
         &self,
         key: &Bound<'_, PyAny>,
@@ -304,7 +304,7 @@ impl PyStore {
     }
 
     /// `incr(key, -delta, ttl)`.
-    #[pyo3(signature = (key, delta=None, ttl=None))]
+    #[pyo3(signature = (key, delta=None, ttl=None), text_signature = "($self, key, delta=1, ttl=None)")]
     fn decr(
         &self,
         key: &Bound<'_, PyAny>,
@@ -348,7 +348,7 @@ impl PyStore {
 
     /// One page of a scan, like Redis SCAN: returns `(keys, next_cursor)`; `next_cursor` is
     /// `None` when the scan is over.
-    #[pyo3(signature = (cursor=None, prefix=None, limit=None))]
+    #[pyo3(signature = (cursor=None, prefix=None, limit=None), text_signature = "($self, cursor=0, prefix=None, limit=100)")]
     fn scan<'py>(
         &self,
         py: Python<'py>,
@@ -486,7 +486,7 @@ impl PyStore {
 
     /// Takes the leased lock `name`, waiting at most `wait` seconds (the GIL is released
     /// meanwhile); raises LockTimeout if it is still held then. A context manager.
-    #[pyo3(signature = (name, lease, wait=None))]
+    #[pyo3(signature = (name, lease, wait=None), text_signature = "($self, name, lease, wait=10.0)")]
     fn lock(
         &self,
         py: Python<'_>,
@@ -526,7 +526,7 @@ impl PyStore {
     }
 
     /// A named read-through cache with a stampede guard.
-    #[pyo3(signature = (name, *, lease=None, wait=None, stale_for=None))]
+    #[pyo3(signature = (name, *, lease=None, wait=None, stale_for=None), text_signature = "($self, name, *, lease=10.0, wait=5.0, stale_for=0.0)")]
     fn cache(
         &self,
         py: Python<'_>,
@@ -552,7 +552,7 @@ impl PyStore {
     }
 
     /// A registry of live workers with per-worker gauges.
-    #[pyo3(signature = (name, max_workers=None))]
+    #[pyo3(signature = (name, max_workers=None), text_signature = "($self, name, max_workers=64)")]
     fn workers(&self, py: Python<'_>, name: &str, max_workers: Option<&Bound<'_, PyAny>>) -> PyResult<PyWorkers> {
         let d = 64u32.into_pyobject(py)?.into_any();
         primitives::workers(&self.store, name, max_workers.unwrap_or(&d))
@@ -651,7 +651,7 @@ pub struct PyCounter {
 #[pymethods]
 impl PyCounter {
     /// Adds `n` (default 1) and returns the new value.
-    #[pyo3(signature = (n=None))]
+    #[pyo3(signature = (n=None), text_signature = "($self, n=1)")]
     fn add(&self, n: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
         let n = match n {
             None => 1,
