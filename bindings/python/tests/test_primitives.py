@@ -259,3 +259,17 @@ def test_gauge_in_forked_child_is_not_owner(store):
         finally:
             os._exit(code)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_lock_wait_is_interrupted_by_ctrl_c(store):
+    held = store.try_lock("sigint", 60)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.lock("sigint", 5, wait=30)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 5
+    held.release()
