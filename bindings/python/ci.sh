@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI of the Python binding, from a fresh clone: builds the package from source in a virtual
-# environment (PyPI and crates.io only), runs the pytest suite, checks the type stubs, runs
+# CI of the Python binding, from a fresh clone: lints the Rust crate, builds the package from
+# source in a virtual environment (PyPI and crates.io only), runs the pytest suite, checks the type stubs, runs
 # Django's own cache test suite against the Django backend, and smoke-runs the benchmark.
 #
 #   bash bindings/python/ci.sh
@@ -21,6 +21,10 @@ WORK=$(mktemp -d)
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 VENV=${VENV:-$WORK/venv}
+
+step "rustfmt and clippy (the extension crate and the Rust peer)"
+cargo fmt -- --check
+cargo clippy --release --all-targets --quiet -- -D warnings
 
 step "virtual environment ($($PYTHON --version))"
 "$PYTHON" -m venv "$VENV"

@@ -3,17 +3,15 @@
 //! Python class), most also of the matching built-in (`ValueError`, `TimeoutError`, ...).
 
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
+use pyo3::IntoPyObjectExt;
 use shmstate::{Error, Incompatibility};
 
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    let module = ERRORS.get_or_try_init(py, || {
-        py.import("shmstate._errors").map(Bound::unbind)
-    })?;
+    let module = ERRORS.get_or_try_init(py, || py.import("shmstate._errors").map(Bound::unbind))?;
     module.bind(py).getattr(name)
 }
 

@@ -41,7 +41,12 @@ impl PyLock {
     }
 }
 
-pub fn try_lock(py: Python<'_>, store: &Store, name: &str, lease: &Bound<'_, PyAny>) -> PyResult<Option<PyLock>> {
+pub fn try_lock(
+    py: Python<'_>,
+    store: &Store,
+    name: &str,
+    lease: &Bound<'_, PyAny>,
+) -> PyResult<Option<PyLock>> {
     let lease = positive_duration("lease", lease)?;
     let g = py.detach(|| store.try_lock(name, lease)).or_raise()?;
     Ok(g.map(|g| PyLock::new(g, name)))
@@ -60,9 +65,13 @@ pub fn lock(
     let lease = positive_duration("lease", lease)?;
     let wait = duration_arg("wait", wait)?;
     let start = Instant::now();
-    let deadline = start.checked_add(wait).ok_or_else(|| PyValueError::new_err("wait is too long"))?;
+    let deadline = start
+        .checked_add(wait)
+        .ok_or_else(|| PyValueError::new_err("wait is too long"))?;
     loop {
-        let slice = deadline.saturating_duration_since(Instant::now()).min(WAIT_SLICE);
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(WAIT_SLICE);
         if let Some(g) = py.detach(|| store.lock(name, lease, slice)).or_raise()? {
             return Ok(PyLock::new(g, name));
         }
@@ -71,7 +80,9 @@ pub fn lock(
             return Err(raise(
                 py,
                 "LockTimeout",
-                format!("lock {name:?} is still held by a live process after waiting {waited:.3} s"),
+                format!(
+                    "lock {name:?} is still held by a live process after waiting {waited:.3} s"
+                ),
                 &[("waited", waited.into_pyobject(py)?.into_any().unbind())],
             ));
         }
@@ -101,7 +112,9 @@ impl PyLock {
     /// Seconds left on the lease by this process's clock (0.0 once expired or released).
     #[getter]
     fn lease_left(&self) -> f64 {
-        locked(&self.guard).as_ref().map_or(0.0, |g| secs(g.lease_left()))
+        locked(&self.guard)
+            .as_ref()
+            .map_or(0.0, |g| secs(g.lease_left()))
     }
 
     /// Whether this acquisition still owns the lock (False after release, or if another
@@ -284,7 +297,11 @@ impl PyDecision {
 impl PyRateLimiter {
     /// Checks and counts a request of weight `cost` for `client` (str or bytes).
     #[pyo3(signature = (client, cost=None), text_signature = "($self, client, cost=1)")]
-    fn check(&self, client: &Bound<'_, PyAny>, cost: Option<&Bound<'_, PyAny>>) -> PyResult<PyDecision> {
+    fn check(
+        &self,
+        client: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyDecision> {
         let c = bytes_arg("client", client)?;
         let cost: u64 = match cost {
             None => 1,
@@ -365,14 +382,21 @@ impl PyCache {
                     "gave up after {:.3} s waiting for another process to compute the value",
                     waited.as_secs_f64()
                 ),
-                &[("waited", secs(waited).into_pyobject(py)?.into_any().unbind())],
+                &[(
+                    "waited",
+                    secs(waited).into_pyobject(py)?.into_any().unbind(),
+                )],
             )),
             Err(e) => Err(raise(py, "Error", e.to_string(), &[])),
         }
     }
 
     /// The cached value of `key` if present and fresh, else None. Takes no lock.
-    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let k = bytes_arg("key", key)?;
         Ok(self.cache.get(&k).or_raise()?.map(|v| PyBytes::new(py, &v)))
     }
@@ -412,13 +436,22 @@ pub fn namespace(store: &Store, name: &str) -> PyResult<PyNamespace> {
 
 #[pymethods]
 impl PyNamespace {
-    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let k = bytes_arg("key", key)?;
         Ok(self.ns.get(&k).or_raise()?.map(|v| PyBytes::new(py, &v)))
     }
 
     #[pyo3(signature = (key, value, ttl=None))]
-    fn set(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn set(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let k = bytes_arg("key", key)?;
         let v = bytes_arg("value", value)?;
         self.ns.set(&k, &v, ttl_arg(ttl)?).or_raise()
@@ -497,7 +530,10 @@ impl PyWorkers {
     /// The live workers (dicts with slot, pid, start_time, label); dead ones are reaped.
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let ws = self.workers.list().or_raise()?;
-        let items = ws.iter().map(|w| worker_info(py, w)).collect::<PyResult<Vec<_>>>()?;
+        let items = ws
+            .iter()
+            .map(|w| worker_info(py, w))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 

@@ -17,9 +17,7 @@ use shmstate::{Origin, Store, Ttl};
 
 use crate::convert::{bytes_arg, config_from, int_arg, secs, ttl_arg};
 use crate::errors::OrRaise;
-use crate::primitives::{
-    self, LockHolder, PyCache, PyLock, PyNamespace, PyRateLimiter, PyWorkers,
-};
+use crate::primitives::{self, LockHolder, PyCache, PyLock, PyNamespace, PyRateLimiter, PyWorkers};
 
 thread_local! {
     /// Reused read buffer: `get` copies the value here (no allocation once grown), then into a
@@ -480,7 +478,12 @@ impl PyStore {
 
     /// Tries once to take the leased lock `name` for `lease` seconds; None if a live process
     /// holds it.
-    fn try_lock(&self, py: Python<'_>, name: &str, lease: &Bound<'_, PyAny>) -> PyResult<Option<PyLock>> {
+    fn try_lock(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        lease: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<PyLock>> {
         primitives::try_lock(py, &self.store, name, lease)
     }
 
@@ -553,7 +556,12 @@ impl PyStore {
 
     /// A registry of live workers with per-worker gauges.
     #[pyo3(signature = (name, max_workers=None), text_signature = "($self, name, max_workers=64)")]
-    fn workers(&self, py: Python<'_>, name: &str, max_workers: Option<&Bound<'_, PyAny>>) -> PyResult<PyWorkers> {
+    fn workers(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        max_workers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyWorkers> {
         let d = 64u32.into_pyobject(py)?.into_any();
         primitives::workers(&self.store, name, max_workers.unwrap_or(&d))
     }
