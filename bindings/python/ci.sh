@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI of the Python binding, from a fresh clone: lints the Rust crate, builds the package from
-# source in a virtual environment (PyPI and crates.io only), runs the pytest suite, checks the type stubs, runs
-# Django's own cache test suite against the Django backend, and smoke-runs the benchmark.
+# source in a virtual environment (PyPI and crates.io only), runs the pytest suite, checks the
+# type stubs, runs Django's own cache test suite against the Django backend, and smoke-runs the
+# benchmark.
 #
 #   bash bindings/python/ci.sh
 #
