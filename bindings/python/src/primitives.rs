@@ -546,6 +546,16 @@ impl PyWorkers {
     fn gauge_total(&self, name: &str) -> PyResult<i64> {
         self.workers.gauge_total(name).or_raise()
     }
+
+    /// Gauge `name` of each live worker: a list of (worker dict, value).
+    fn gauge_by_worker<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
+        let rows = self.workers.gauge_by_worker(name).or_raise()?;
+        let items = rows
+            .iter()
+            .map(|(w, v)| (worker_info(py, w)?, *v).into_pyobject(py))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
 }
 
 /// This process's registration; `deregister()` (or garbage collection) frees the slot.

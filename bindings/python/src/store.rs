@@ -406,6 +406,12 @@ impl PyStore {
         self.store.region_bytes()
     }
 
+    /// The region's generation, bumped by every `clear()` (for tools that watch a region).
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.store.generation()
+    }
+
     /// What the region is: `("anonymous", None)`, `("shm", name)` or `("file", path)`.
     #[getter]
     fn origin<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {

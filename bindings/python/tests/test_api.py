@@ -148,7 +148,9 @@ def test_clear_scan_keys_delete_prefix(store):
     time.sleep(0.1)
     assert store.flush_expired() == 1
     store.counter("survives").add(5)
+    generation = store.generation
     assert store.clear() == 50
+    assert store.generation == generation + 1
     assert len(store) == 0
     assert store.counter("survives").value == 5  # counters are kept
 

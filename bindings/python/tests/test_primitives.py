@@ -227,6 +227,8 @@ def test_workers_and_gauges(store):
     assert g.value == 3
     assert reg.gauge_total("connections") == 3
     assert [w["label"] for w in reg.list()] == ["worker-1"]
+    [(info, value)] = reg.gauge_by_worker("connections")
+    assert info["pid"] == os.getpid() and info["slot"] == me.slot and value == 3
     # a child that registers and dies is reaped; its gauge stops counting
     pid = os.fork()
     if pid == 0:
