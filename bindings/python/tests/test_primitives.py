@@ -166,9 +166,24 @@ def test_cache_timeout_while_another_process_computes(store):
     os.close(w)
     try:
         assert os.read(r, 1) == b"s"  # the child holds the lease and computes
-        with pytest.raises(shmstate.CacheTimeout) as ei:
-            cache.get_or_compute("k", 10, lambda: b"mine")
+        ticks = []
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                ticks.append(1)
+                time.sleep(0.001)
+
+        t = threading.Thread(target=spin)
+        t.start()
+        try:
+            with pytest.raises(shmstate.CacheTimeout) as ei:
+                cache.get_or_compute("k", 10, lambda: b"mine")
+        finally:
+            stop.set()
+            t.join(5)
         assert isinstance(ei.value, TimeoutError)
+        assert len(ticks) > 30  # another thread ran while this one waited: the GIL was released
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
