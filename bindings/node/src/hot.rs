@@ -14,7 +14,7 @@ use napi::sys;
 use shmstate::{Counter, Gauge, LockGuard, RateLimiter, Store, Ttl};
 
 use crate::error;
-use crate::raw::{self, args, bytes_arg, guard, Env, Value, R, MAX_SAFE};
+use crate::raw::{self, args, bytes_arg, guard, Env, Value, R};
 
 thread_local! {
     /// Scratch buffers for string arguments and copied-out values. A JS thread runs one
@@ -197,7 +197,7 @@ callback!(incr, 3, Shared, |env, a, s| with_key(env, a[0], |k| {
     let delta = raw::safe_int_arg(env, a[1], "delta", Some(1))?;
     let ttl = raw::ttl_arg(env, a[2])?;
     let n = core(env, s.incr(k, delta, ttl))?;
-    if n.abs() > MAX_SAFE {
+    if !raw::is_safe(n) {
         // Roll back (the key existed: a created key holds `delta`, which is safe). If another
         // process deleted the key in between, this recreates it with `-delta` for 1 ms only.
         let _ = s.incr(k, -delta, Some(Duration::from_millis(1)));
@@ -354,7 +354,7 @@ pub(crate) fn store_functions(env: Env, store: &Store) -> R<Value> {
 // ---- counters and gauges ----
 
 fn checked(env: Env, what: &str, v: i64) -> R<Value> {
-    if v.abs() > MAX_SAFE {
+    if !raw::is_safe(v) {
         return Err(raw::throw(
             env,
             raw::Class::RangeError,
@@ -370,7 +370,7 @@ fn checked(env: Env, what: &str, v: i64) -> R<Value> {
 callback!(counter_add, 1, Counter, |env, a, c| {
     let delta = raw::safe_int_arg(env, a[0], "delta", Some(1))?;
     let n = c.add(delta);
-    if n.abs() > MAX_SAFE {
+    if !raw::is_safe(n) {
         // Counters are never deleted, so adding the opposite restores the exact value.
         c.add(delta.wrapping_neg());
         return Err(unsafe_integer(env, "the counter", n));
@@ -418,7 +418,7 @@ pub(crate) fn counter_functions(env: Env, counter: Counter) -> R<Value> {
 callback!(gauge_add, 1, Gauge, |env, a, g| {
     let delta = raw::safe_int_arg(env, a[0], "delta", Some(1))?;
     let n = core(env, g.add(delta))?;
-    if n.abs() > MAX_SAFE {
+    if !raw::is_safe(n) {
         let _ = g.add(delta.wrapping_neg());
         return Err(unsafe_integer(env, "the gauge", n));
     }

@@ -260,6 +260,11 @@ pub(crate) fn number_arg(env: Env, v: Value, what: &str) -> R<f64> {
 /// Largest integer a JS number holds exactly (`Number.MAX_SAFE_INTEGER`).
 pub(crate) const MAX_SAFE: i64 = (1 << 53) - 1;
 
+/// Whether a JS number holds `v` exactly (`Number.isSafeInteger`).
+pub(crate) fn is_safe(v: i64) -> bool {
+    v.unsigned_abs() <= MAX_SAFE as u64
+}
+
 /// A safe-integer number argument (`Number.isSafeInteger`), or `default` if undefined.
 pub(crate) fn safe_int_arg(env: Env, v: Value, what: &str, default: Option<i64>) -> R<i64> {
     if let Some(d) = default {

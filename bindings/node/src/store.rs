@@ -145,7 +145,7 @@ impl NativeStore {
         Ok(list
             .into_iter()
             .map(|(n, v)| {
-                let jv = if v.abs() > raw::MAX_SAFE {
+                let jv = if !raw::is_safe(v) {
                     raw::bigint(env.raw(), v)
                 } else {
                     raw::number(env.raw(), v as f64)
