@@ -8,6 +8,7 @@
 //! counter NAME DELTA       -> the counter's new value
 //! cache-get NAME KEY       -> the fresh cached value, or (nil)     (shmstate::Cache)
 //! trylock NAME LEASE_MS    -> "acquired FENCE" (released at once) or "busy"
+//! trylock-keep NAME MS     -> "acquired FENCE", never released (the lock dies with us)
 //! holder NAME              -> "PID FENCE" or "none"
 //! verify                   -> "ok" or the report
 //! ```
@@ -35,6 +36,14 @@ fn run(store: &Store, words: &[&str]) -> Result<String, Box<dyn std::error::Erro
         ["cache-get", n, k] => text(Cache::new(store, n)?.get(k.as_bytes())?),
         ["trylock", n, ms] => match store.try_lock(n, Duration::from_millis(ms.parse()?))? {
             Some(g) => format!("acquired {}", g.fence()),
+            None => "busy".into(),
+        },
+        ["trylock-keep", n, ms] => match store.try_lock(n, Duration::from_millis(ms.parse()?))? {
+            Some(g) => {
+                let fence = g.fence();
+                std::mem::forget(g); // held until this process exits: then a dead holder
+                format!("acquired {fence}")
+            }
             None => "busy".into(),
         },
         ["holder", n] => match store.lock_holder(n)? {
