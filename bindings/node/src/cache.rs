@@ -110,7 +110,9 @@ impl NativeCache {
             return Ok(Entry::Missing);
         };
         if v.len() < 8 {
-            return Err(shmstate::Error::BadRecord { what: "cache entry" });
+            return Err(shmstate::Error::BadRecord {
+                what: "cache entry",
+            });
         }
         let fresh_until = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
         let payload = v.split_off(8);
@@ -163,19 +165,29 @@ impl NativeCache {
 impl NativeCache {
     #[napi]
     pub fn step(&self, env: &Env, key: &[u8], lease_ms: f64) -> Result<CacheStep> {
-        self.step_inner(key, Duration::from_millis(lease_ms.ceil() as u64)).or_throw(env)
+        self.step_inner(key, Duration::from_millis(lease_ms.ceil() as u64))
+            .or_throw(env)
     }
 
     /// Stores the computed `value` for `ttl_ms` (plus the stale grace) and releases the lease.
     #[napi]
-    pub fn fill(&self, env: &Env, ticket: u32, key: &[u8], ttl_ms: f64, value: &[u8]) -> Result<()> {
+    pub fn fill(
+        &self,
+        env: &Env,
+        ticket: u32,
+        key: &[u8],
+        ttl_ms: f64,
+        value: &[u8],
+    ) -> Result<()> {
         let guard = self.leases.borrow_mut().remove(&ticket);
         let ttl_ms = ttl_ms.ceil() as u64;
         let mut entry = Vec::with_capacity(8 + value.len());
         entry.extend_from_slice(&now_ms().saturating_add(ttl_ms).to_le_bytes());
         entry.extend_from_slice(value);
         let store_ttl = Duration::from_millis(ttl_ms).saturating_add(self.stale_for);
-        let r = self.store.set(&self.entry_key(key), &entry, Some(store_ttl));
+        let r = self
+            .store
+            .set(&self.entry_key(key), &entry, Some(store_ttl));
         drop(guard); // releases the lease whether or not the set worked
         r.or_throw(env)
     }

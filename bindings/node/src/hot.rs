@@ -116,7 +116,9 @@ callback!(get_into, 3, Shared, |env, a, s| with_key(env, a[0], |k| {
             if pos >= 0.0 && (pos as usize).saturating_add(out.len()) <= len {
                 // SAFETY: `pos..pos + out.len()` is inside the slab's `len` bytes (checked
                 // above), which JS does not touch while this callback runs.
-                unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), base.add(pos as usize), out.len()) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(out.as_ptr(), base.add(pos as usize), out.len())
+                };
                 return Ok(raw::number(env, out.len() as f64));
             }
         }
@@ -134,15 +136,19 @@ callback!(get, 1, Shared, |env, a, s| with_key(env, a[0], |k| {
     })
 }));
 
-callback!(get_string, 1, Shared, |env, a, s| with_key(env, a[0], |k| {
-    OUT.with_borrow_mut(|out| {
-        if core(env, s.get_into(k, out))? {
-            raw::string(env, out)
-        } else {
-            Ok(raw::null(env))
-        }
-    })
-}));
+callback!(get_string, 1, Shared, |env, a, s| with_key(
+    env,
+    a[0],
+    |k| {
+        OUT.with_borrow_mut(|out| {
+            if core(env, s.get_into(k, out))? {
+                raw::string(env, out)
+            } else {
+                Ok(raw::null(env))
+            }
+        })
+    }
+));
 
 callback!(has, 1, Shared, |env, a, s| with_key(env, a[0], |k| {
     Ok(raw::boolean(env, core(env, s.contains(k))?))
@@ -182,16 +188,23 @@ fn opt_bytes<'a>(env: Env, v: Value, what: &str, scratch: &'a mut Vec<u8>) -> R<
     bytes_arg(env, v, what, scratch).map(Some)
 }
 
-callback!(compare_and_swap, 4, Shared, |env, a, s| with_key(env, a[0], |k| {
-    EXP.with_borrow_mut(|eb| {
-        VAL.with_borrow_mut(|vb| {
-            let expected = opt_bytes(env, a[1], "expected", eb)?;
-            let value = opt_bytes(env, a[2], "value", vb)?;
-            let ttl = raw::ttl_arg(env, a[3])?;
-            Ok(raw::boolean(env, core(env, s.compare_and_swap(k, expected, value, ttl))?))
+callback!(compare_and_swap, 4, Shared, |env, a, s| with_key(
+    env,
+    a[0],
+    |k| {
+        EXP.with_borrow_mut(|eb| {
+            VAL.with_borrow_mut(|vb| {
+                let expected = opt_bytes(env, a[1], "expected", eb)?;
+                let value = opt_bytes(env, a[2], "value", vb)?;
+                let ttl = raw::ttl_arg(env, a[3])?;
+                Ok(raw::boolean(
+                    env,
+                    core(env, s.compare_and_swap(k, expected, value, ttl))?,
+                ))
+            })
         })
-    })
-}));
+    }
+));
 
 callback!(incr, 3, Shared, |env, a, s| with_key(env, a[0], |k| {
     let delta = raw::safe_int_arg(env, a[1], "delta", Some(1))?;
@@ -231,9 +244,15 @@ callback!(expire, 2, Shared, |env, a, s| with_key(env, a[0], |k| {
 
 // ---- locks ----
 
-fn lock_name<'a>(env: Env, v: Value, scratch: &'a mut Vec<u8>) -> R<&'a str> {
+fn lock_name(env: Env, v: Value, scratch: &mut Vec<u8>) -> R<&str> {
     if raw::type_of(env, v) != sys::ValueType::napi_string {
-        return Err(raw::type_error(env, &format!("lock name must be a string, got {}", raw::type_name(raw::type_of(env, v)))));
+        return Err(raw::type_error(
+            env,
+            &format!(
+                "lock name must be a string, got {}",
+                raw::type_name(raw::type_of(env, v))
+            ),
+        ));
     }
     raw::utf8_into(env, v, scratch)?;
     // The bytes are the UTF-8 encoding V8 produced.
@@ -273,34 +292,47 @@ callback!(lock_fence, 1, Shared, |env, a, s| {
 callback!(lock_release, 1, Shared, |env, a, s| {
     let t = ticket(env, a[0])?;
     let g = s.locks.borrow_mut().remove(&t);
-    Ok(raw::boolean(env, match g {
-        Some(g) => core(env, g.release())?,
-        None => false,
-    }))
+    Ok(raw::boolean(
+        env,
+        match g {
+            Some(g) => core(env, g.release())?,
+            None => false,
+        },
+    ))
 });
 
 callback!(lock_extend, 2, Shared, |env, a, s| {
     let t = ticket(env, a[0])?;
     let lease = raw::ms_arg(env, a[1], "leaseMs")?;
     let mut locks = s.locks.borrow_mut();
-    Ok(raw::boolean(env, match locks.get_mut(&t) {
-        Some(g) => core(env, g.extend(lease))?,
-        None => false,
-    }))
+    Ok(raw::boolean(
+        env,
+        match locks.get_mut(&t) {
+            Some(g) => core(env, g.extend(lease))?,
+            None => false,
+        },
+    ))
 });
 
 callback!(lock_held, 1, Shared, |env, a, s| {
     let t = ticket(env, a[0])?;
     let locks = s.locks.borrow();
-    Ok(raw::boolean(env, match locks.get(&t) {
-        Some(g) => core(env, g.is_held())?,
-        None => false,
-    }))
+    Ok(raw::boolean(
+        env,
+        match locks.get(&t) {
+            Some(g) => core(env, g.is_held())?,
+            None => false,
+        },
+    ))
 });
 
 callback!(lock_lease_left, 1, Shared, |env, a, s| {
     let t = ticket(env, a[0])?;
-    let left = s.locks.borrow().get(&t).map_or(0.0, |g| g.lease_left().as_millis() as f64);
+    let left = s
+        .locks
+        .borrow()
+        .get(&t)
+        .map_or(0.0, |g| g.lease_left().as_millis() as f64);
     Ok(raw::number(env, left))
 });
 
@@ -378,14 +410,21 @@ callback!(counter_add, 1, Counter, |env, a, c| {
     Ok(raw::number(env, n as f64))
 });
 
-callback!(counter_get, 0, Counter, |env, _a, c| checked(env, "the counter", c.get()));
+callback!(counter_get, 0, Counter, |env, _a, c| checked(
+    env,
+    "the counter",
+    c.get()
+));
 
 callback!(counter_add_big, 1, Counter, |env, a, c| {
     let delta = raw::bigint_arg(env, a[0], "delta")?;
     Ok(raw::bigint(env, c.add(delta)))
 });
 
-callback!(counter_get_big, 0, Counter, |env, _a, c| Ok(raw::bigint(env, c.get())));
+callback!(counter_get_big, 0, Counter, |env, _a, c| Ok(raw::bigint(
+    env,
+    c.get()
+)));
 
 callback!(counter_set, 1, Counter, |env, a, c| {
     let v = if raw::type_of(env, a[0]) == sys::ValueType::napi_bigint {
@@ -431,7 +470,11 @@ callback!(gauge_set, 1, Gauge, |env, a, g| {
     Ok(raw::undefined(env))
 });
 
-callback!(gauge_get, 0, Gauge, |env, _a, g| checked(env, "the gauge", g.get()));
+callback!(gauge_get, 0, Gauge, |env, _a, g| checked(
+    env,
+    "the gauge",
+    g.get()
+));
 
 /// `{ add, set, get }` over one worker gauge.
 pub(crate) fn gauge_functions(env: Env, gauge: Gauge) -> R<Value> {
@@ -459,24 +502,31 @@ fn ms(d: Duration) -> f64 {
     d.as_nanos().div_ceil(1_000_000) as f64
 }
 
-callback!(limiter_check, 2, Limiter, |env, a, l| with_key(env, a[0], |client| {
-    let cost = raw::safe_int_arg(env, a[1], "cost", Some(1))?;
-    if cost < 1 {
-        return Err(raw::range_error(env, &format!("cost must be >= 1, got {cost}")));
+callback!(limiter_check, 2, Limiter, |env, a, l| with_key(
+    env,
+    a[0],
+    |client| {
+        let cost = raw::safe_int_arg(env, a[1], "cost", Some(1))?;
+        if cost < 1 {
+            return Err(raw::range_error(
+                env,
+                &format!("cost must be >= 1, got {cost}"),
+            ));
+        }
+        let d = core(env, l.limiter.check_n(client, cost as u64))?;
+        let vals = [
+            if d.allowed { 1.0 } else { 0.0 },
+            d.limit as f64,
+            d.remaining as f64,
+            ms(d.retry_after),
+            ms(d.reset_after),
+        ];
+        // SAFETY: `out` points at the 5 doubles of the Float64Array kept alive by this function
+        // object (see `limiter_function`); a JS thread runs one callback at a time.
+        unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), l.out, 5) };
+        Ok(raw::undefined(env))
     }
-    let d = core(env, l.limiter.check_n(client, cost as u64))?;
-    let vals = [
-        if d.allowed { 1.0 } else { 0.0 },
-        d.limit as f64,
-        d.remaining as f64,
-        ms(d.retry_after),
-        ms(d.reset_after),
-    ];
-    // SAFETY: `out` points at the 5 doubles of the Float64Array kept alive by this function
-    // object (see `limiter_function`); a JS thread runs one callback at a time.
-    unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), l.out, 5) };
-    Ok(raw::undefined(env))
-}));
+));
 
 /// The `check(client, cost)` function of a limiter, writing into `out` (a Float64Array of
 /// length 5 made by the caller).
@@ -487,11 +537,28 @@ pub(crate) fn limiter_function(env: Env, limiter: RateLimiter, out: Value) -> R<
     let mut ab = std::ptr::null_mut();
     let mut off = 0usize;
     // SAFETY: `out` is a live handle; the call fails (and we refuse) if it is not a typed array.
-    let st = unsafe { sys::napi_get_typedarray_info(env, out, &mut t, &mut len, &mut data, &mut ab, &mut off) };
-    if st != sys::Status::napi_ok || t != sys::TypedarrayType::float64_array || len < 5 || data.is_null() {
-        return Err(raw::type_error(env, "internal: expected a Float64Array of length 5"));
+    let st = unsafe {
+        sys::napi_get_typedarray_info(env, out, &mut t, &mut len, &mut data, &mut ab, &mut off)
+    };
+    if st != sys::Status::napi_ok
+        || t != sys::TypedarrayType::float64_array
+        || len < 5
+        || data.is_null()
+    {
+        return Err(raw::type_error(
+            env,
+            "internal: expected a Float64Array of length 5",
+        ));
     }
-    let f = raw::function(env, "check", limiter_check, Limiter { limiter, out: data.cast() })?;
+    let f = raw::function(
+        env,
+        "check",
+        limiter_check,
+        Limiter {
+            limiter,
+            out: data.cast(),
+        },
+    )?;
     raw::set_property(env, f, "out", out)?;
     Ok(f)
 }

@@ -36,18 +36,42 @@ pub fn error_codes() -> Vec<Vec<String>> {
         Error::InvalidTtl { reason: "" },
         Error::InvalidCounterName { reason: "" },
         Error::TooManyCounters { max: 0 },
-        Error::InvalidConfig { field: "", reason: "" },
-        Error::InvalidName { name: String::new(), reason: "" },
-        Error::Incompatible { reason: Incompatibility::BadMagic },
+        Error::InvalidConfig {
+            field: "",
+            reason: "",
+        },
+        Error::InvalidName {
+            name: String::new(),
+            reason: "",
+        },
+        Error::Incompatible {
+            reason: Incompatibility::BadMagic,
+        },
         Error::Corrupted { what: "" },
-        Error::Insecure { path: Default::default(), reason: "" },
-        Error::AlreadyExists { path: Default::default() },
-        Error::NotFound { path: Default::default() },
-        Error::NotInitialized { path: Default::default(), reason: "" },
+        Error::Insecure {
+            path: Default::default(),
+            reason: "",
+        },
+        Error::AlreadyExists {
+            path: Default::default(),
+        },
+        Error::NotFound {
+            path: Default::default(),
+        },
+        Error::NotInitialized {
+            path: Default::default(),
+            reason: "",
+        },
         Error::LockTimeout { waited_ms: 0 },
-        Error::Io { op: "", source: std::io::Error::other("") },
+        Error::Io {
+            op: "",
+            source: std::io::Error::other(""),
+        },
         Error::BadRecord { what: "" },
-        Error::InvalidArgument { what: "", reason: "" },
+        Error::InvalidArgument {
+            what: "",
+            reason: "",
+        },
         Error::Contended { attempts: 0 },
         Error::RegistryFull { max: 0 },
         Error::NotOwner { owner: 0 },

@@ -91,7 +91,12 @@ pub(crate) fn guard(env: Env, body: impl FnOnce() -> R<Value>) -> Value {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            throw(env, Class::Error, "SHMSTATE_INTERNAL", &format!("internal error: {msg}"));
+            throw(
+                env,
+                Class::Error,
+                "SHMSTATE_INTERNAL",
+                &format!("internal error: {msg}"),
+            );
             ptr::null_mut()
         }
     }
@@ -110,7 +115,14 @@ pub(crate) unsafe fn args<const N: usize>(
     let mut data = ptr::null_mut();
     // SAFETY: the caller passes the callback's own env and info; argv has room for N values.
     unsafe {
-        sys::napi_get_cb_info(env, info, &mut argc, argv.as_mut_ptr(), ptr::null_mut(), &mut data)
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            ptr::null_mut(),
+            &mut data,
+        )
     };
     // Node-API fills missing arguments with `undefined` itself.
     (argv, data)
@@ -180,16 +192,14 @@ pub(crate) fn utf8_into(env: Env, v: Value, buf: &mut Vec<u8>) -> R<()> {
     let cap = buf.capacity();
     let mut len = 0usize;
     // SAFETY: `buf` has `cap` writable bytes; Node writes at most cap - 1 bytes plus a NUL.
-    let st = unsafe {
-        sys::napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), cap, &mut len)
-    };
+    let st =
+        unsafe { sys::napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), cap, &mut len) };
     check(env, st, "napi_get_value_string_utf8")?;
     // V8 writes whole characters only (at most 4 bytes each), so when at least 4 bytes were
     // left over the string was copied entirely.
     if cap - 1 - len < 4 {
         // SAFETY: a NULL buffer asks only for the length.
-        let st =
-            unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) };
+        let st = unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) };
         check(env, st, "napi_get_value_string_utf8")?;
         buf.reserve(len + 1);
         let cap = buf.capacity();
@@ -218,7 +228,10 @@ pub(crate) fn bytes_arg<'a>(
             Ok(&scratch[..])
         }
         sys::ValueType::napi_object => view_bytes(env, v).ok_or_else(|| {
-            type_error(env, &format!("{what} must be a string or a Buffer, got an object"))
+            type_error(
+                env,
+                &format!("{what} must be a string or a Buffer, got an object"),
+            )
         }),
         t => Err(type_error(
             env,
@@ -410,7 +423,14 @@ pub(crate) fn function<T: 'static>(
     // SAFETY: `name` is valid UTF-8 of the given length; `data` stays valid until the
     // finalizer registered below runs.
     let st = unsafe {
-        sys::napi_create_function(env, name.as_ptr().cast(), name.len() as isize, Some(cb), data, &mut f)
+        sys::napi_create_function(
+            env,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            Some(cb),
+            data,
+            &mut f,
+        )
     };
     if st != sys::Status::napi_ok {
         // SAFETY: the function was not created, so nobody else owns `data`.
@@ -419,7 +439,14 @@ pub(crate) fn function<T: 'static>(
     }
     // SAFETY: ties `data` to the function object's lifetime.
     let st = unsafe {
-        sys::napi_add_finalizer(env, f, data, Some(drop_box::<T>), ptr::null_mut(), ptr::null_mut())
+        sys::napi_add_finalizer(
+            env,
+            f,
+            data,
+            Some(drop_box::<T>),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
     };
     check(env, st, "napi_add_finalizer")?;
     Ok(f)

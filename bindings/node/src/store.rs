@@ -198,7 +198,10 @@ impl NativeStore {
 
     #[napi]
     pub fn delete_prefix(&self, env: &Env, prefix: &[u8]) -> Result<f64> {
-        self.store.delete_prefix(prefix).or_throw(env).map(|n| n as f64)
+        self.store
+            .delete_prefix(prefix)
+            .or_throw(env)
+            .map(|n| n as f64)
     }
 
     #[napi]
@@ -268,6 +271,7 @@ impl NativeStore {
     }
 
     /// The `check` function of a rate limiter; it writes its decision into `out`.
+    #[allow(clippy::too_many_arguments)] // the JS call's arguments, validated in index.js
     #[napi]
     pub fn rate_limiter<'e>(
         &self,
@@ -297,7 +301,12 @@ impl NativeStore {
     }
 
     #[napi]
-    pub fn cache(&self, env: &Env, name: String, stale_for_ms: f64) -> Result<crate::cache::NativeCache> {
+    pub fn cache(
+        &self,
+        env: &Env,
+        name: String,
+        stale_for_ms: f64,
+    ) -> Result<crate::cache::NativeCache> {
         crate::cache::NativeCache::new(&self.store, &name, millis(stale_for_ms)).or_throw(env)
     }
 }
@@ -320,20 +329,32 @@ impl NativeWorkers {
     pub fn list(&self, env: &Env) -> Result<Vec<WorkerEntry>> {
         let l = self.workers.list().or_throw(env)?;
         Ok(l.into_iter()
-            .map(|w| WorkerEntry { slot: w.slot, pid: w.pid, label: w.label })
+            .map(|w| WorkerEntry {
+                slot: w.slot,
+                pid: w.pid,
+                label: w.label,
+            })
             .collect())
     }
 
     #[napi]
     pub fn gauge_total(&self, env: &Env, gauge: String) -> Result<f64> {
-        self.workers.gauge_total(&gauge).or_throw(env).map(|v| v as f64)
+        self.workers
+            .gauge_total(&gauge)
+            .or_throw(env)
+            .map(|v| v as f64)
     }
 
     #[napi]
     pub fn gauge_by_worker(&self, env: &Env, gauge: String) -> Result<Vec<GaugeEntry>> {
         let l = self.workers.gauge_by_worker(&gauge).or_throw(env)?;
         Ok(l.into_iter()
-            .map(|(w, v)| GaugeEntry { slot: w.slot, pid: w.pid, label: w.label, value: v as f64 })
+            .map(|(w, v)| GaugeEntry {
+                slot: w.slot,
+                pid: w.pid,
+                label: w.label,
+                value: v as f64,
+            })
             .collect())
     }
 

@@ -20,7 +20,11 @@ use std::time::Duration;
 use shmstate::{Cache, Store};
 
 fn run(store: &Store, words: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
-    let text = |v: Option<Vec<u8>>| v.map_or("(nil)".to_string(), |v| String::from_utf8_lossy(&v).into_owned());
+    let text = |v: Option<Vec<u8>>| {
+        v.map_or("(nil)".to_string(), |v| {
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
     Ok(match words {
         ["get", k] => text(store.get(k.as_bytes())?),
         ["set", k, v] => {
@@ -28,7 +32,11 @@ fn run(store: &Store, words: &[&str]) -> Result<String, Box<dyn std::error::Erro
             "OK".into()
         }
         ["set", k, v, ttl] => {
-            store.set(k.as_bytes(), v.as_bytes(), Some(Duration::from_millis(ttl.parse()?)))?;
+            store.set(
+                k.as_bytes(),
+                v.as_bytes(),
+                Some(Duration::from_millis(ttl.parse()?)),
+            )?;
             "OK".into()
         }
         ["incr", k, d] => store.incr(k.as_bytes(), d.parse()?, None)?.to_string(),
@@ -52,7 +60,11 @@ fn run(store: &Store, words: &[&str]) -> Result<String, Box<dyn std::error::Erro
         },
         ["verify"] => {
             let r = store.verify()?;
-            if r.is_ok() { "ok".into() } else { r.to_string().replace('\n', " | ") }
+            if r.is_ok() {
+                "ok".into()
+            } else {
+                r.to_string().replace('\n', " | ")
+            }
         }
         _ => return Err(format!("unknown command {words:?}").into()),
     })
