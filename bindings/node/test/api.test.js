@@ -398,3 +398,26 @@ test('the package exports the adapters by subpath', () => {
   assert.equal(typeof require('shmstate/express-session').ShmSessionStore, 'function');
   assert.equal(typeof require('shmstate/express-rate-limit').ShmRateLimitStore, 'function');
 });
+
+test('worker_threads: threads of one process share a region like processes do', async () => {
+  const { Worker } = require('node:worker_threads');
+  const name = h.uniqueName('threads');
+  const s = Store.openOrCreate(name, { capacity: 100 });
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    const { Store } = require(${JSON.stringify(path.join(__dirname, '..'))});
+    const s = Store.openOrCreate(workerData, { capacity: 100 });
+    const c = s.counter('c');
+    for (let i = 0; i < 5000; i++) { c.add(1); s.incr('n'); s.get('n'); }
+    parentPort.postMessage('done');`;
+  const ws = [1, 2].map(() => new Worker(code, { eval: true, workerData: name }));
+  const done = ws.map((w) => h.within(new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); }), 30_000, 'thread'));
+  for (let i = 0; i < 5000; i++) {
+    s.counter('c').add(1);
+    s.incr('n');
+  }
+  await Promise.all(done);
+  await Promise.all(ws.map((w) => w.terminate()));
+  assert.equal(s.counter('c').get(), 15_000);
+  assert.equal(s.getString('n'), '15000');
+});

@@ -206,3 +206,47 @@ test('a foreign value in a lock record is SHMSTATE_BAD_RECORD, not a crash', () 
   s.set(Buffer.concat([Buffer.from([0xff, 0x4c]), Buffer.from('job')]), 'garbage');
   assert.throws(() => s.tryLock('job', 1000), { name: 'Error', code: 'SHMSTATE_BAD_RECORD' });
 });
+
+test('random arguments to every method: only TypeError, RangeError or coded store errors, never a crash', async () => {
+  const fuzzName = h.uniqueName('fuzz');
+  const s = Store.openOrCreate(fuzzName, { capacity: 200, maxKeyLen: 32, maxValueLen: 64 });
+  const known = new Set([...Object.keys(ERROR_CODES), 'ERR_INVALID_ARG_TYPE', 'ERR_OUT_OF_RANGE']);
+  let seed = 12345;
+  const rand = (n) => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  const sab = new Uint8Array(new SharedArrayBuffer(4));
+  const pool = [
+    undefined, null, true, 0, -0, 1, -1, 0.5, 2 ** 53, -(2 ** 53), 1e300, NaN, Infinity, -Infinity,
+    '', 'k', 'key', 'x'.repeat(40), '\u{1F511}', '\uD800', 'a\0b', '10', '-5',
+    Buffer.alloc(0), Buffer.from('k'), Buffer.alloc(100), new Uint8Array([1, 2]), new Float64Array(2), new DataView(new ArrayBuffer(3)), sab,
+    {}, [], [1], () => {}, Symbol('s'), 0n, 1n, 2n ** 70n, new String('k'), new Date(), /re/, new Map(),
+  ];
+  const any = () => pool[rand(pool.length)];
+  const c = s.counter('fz');
+  const rl = s.rateLimiter({ name: 'fz', limit: 100, windowMs: 1000 });
+  const calls = [
+    () => s.get(any()), () => s.getString(any()), () => s.has(any()), () => s.set(any(), any(), any()),
+    () => s.add(any(), any(), any()), () => s.replace(any(), any(), any()), () => s.delete(any()),
+    () => s.compareAndSwap(any(), any(), any(), any()), () => s.incr(any(), any(), any()),
+    () => s.incrBigInt(any(), any(), any()), () => s.ttl(any()), () => s.expire(any(), any()),
+    () => c.add(any()), () => c.set(any()), () => c.addBigInt(any()), () => rl.check(any(), any()),
+    () => s.tryLock(any(), any()), () => s.counter(any()), () => s.scan(any(), { prefix: any(), limit: any() }),
+    () => s.deletePrefix(any()), () => s.lockHolder(any()), () => Store.open(any()), () => Store.openOrCreate(fuzzName, any()),
+  ];
+  let threw = 0;
+  for (let i = 0; i < 5000; i++) {
+    try {
+      const r = calls[rand(calls.length)]();
+      if (r && typeof r.release === 'function') r.release();
+    } catch (e) {
+      threw++;
+      assert.ok(e instanceof Error, String(e));
+      assert.ok(known.has(e.code), `unexpected ${e.name} ${e.code}: ${e.message}`);
+      assert.ok(['Error', 'TypeError', 'RangeError'].includes(e.constructor.name));
+    }
+  }
+  assert.ok(threw > 1000, `${threw} calls threw`);
+  assert.ok(s.verify().ok);
+});
