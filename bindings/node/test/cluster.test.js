@@ -12,11 +12,14 @@ test.afterEach(async () => {
   h.cleanupNames();
 });
 
-test('counters and incr are exact across 4 workers', async () => {
+test('4 workers race openOrCreate on a new name, then counters and incr are exact across them', async () => {
   const region = h.uniqueName('exact');
   const N = 20_000;
   const ws = [1, 2, 3, 4].map(() => h.fork('exact', region, { N: String(N) }));
-  await Promise.all(ws.map((w) => h.nextMessage(w, (m) => m.done, 30_000, 'done')));
+  await Promise.all(ws.map((w) => h.nextMessage(w, (m) => m.ready, 15_000, 'ready')));
+  const done = Promise.all(ws.map((w) => h.nextMessage(w, (m) => m.done, 30_000, 'done')));
+  for (const w of ws) w.send('go'); // all at once: nobody created the region before
+  await done;
   const store = Store.open(region);
   assert.equal(store.counter('exact').get(), 4 * N);
   assert.equal(store.getString('exact-incr'), String(4 * N));
