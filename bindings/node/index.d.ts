@@ -60,6 +60,8 @@ export type ErrorCode =
   | 'SHMSTATE_CACHE_TIMEOUT'
   | 'SHMSTATE_INTERNAL'
   | 'SHMSTATE_ERROR'
+  /** `require` found no built addon (run `npm run build`). */
+  | 'SHMSTATE_NOT_BUILT'
   /** A wrong argument type (TypeError), as in Node's own APIs. */
   | 'ERR_INVALID_ARG_TYPE'
   /** An argument out of range (RangeError), as in Node's own APIs. */

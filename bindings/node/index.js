@@ -212,7 +212,7 @@ class Store {
     return Store.#open('anonymous', '', parseOptions(options));
   }
 
-  // -- per-request operations (synchronous: about 100 ns each) --
+  // -- per-request operations (synchronous: a few hundred nanoseconds each) --
 
   /** A copy of the value of `key` (a Buffer), or null. */
   get(key) {
