@@ -150,8 +150,10 @@ callback!(get_string, 1, Shared, |env, a, s| with_key(
     }
 ));
 
+// `Store::contains` copies the value into a new Vec; the reused scratch buffer avoids the
+// allocation.
 callback!(has, 1, Shared, |env, a, s| with_key(env, a[0], |k| {
-    Ok(raw::boolean(env, core(env, s.contains(k))?))
+    OUT.with_borrow_mut(|out| Ok(raw::boolean(env, core(env, s.get_into(k, out))?)))
 }));
 
 callback!(set, 3, Shared, |env, a, s| with_key(env, a[0], |k| {
