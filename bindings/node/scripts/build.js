@@ -12,7 +12,9 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
-const args = ['build', '--release', '--locked', '--lib'];
+// Not --locked: Cargo.lock pins the dependencies, but a dependency the core adds later must not
+// break `npm install` (cargo then adds it to the lock file).
+const args = ['build', '--release', '--lib'];
 if (process.argv.includes('--peer')) args.push('--bin', 'shmstate-node-peer');
 
 const cargo = process.env.CARGO || 'cargo';
