@@ -10,7 +10,7 @@
 //   ioredis        a real redis-server on a unix socket, started here (skipped if absent)
 //   Map            an in-process Map: the floor (not shared)
 //
-//   node bench/bench.js            BENCH_MS=1000 per measurement (about 2 minutes)
+//   node bench/bench.js            BENCH_MS=1000 per measurement (about 40 s)
 //   node bench/bench.js --smoke    a few ms each: checks the harness runs (CI)
 
 const cluster = require('node:cluster');
