@@ -32,7 +32,8 @@ pub enum WhenFull {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub(crate) capacity: u64,
+    pub(crate) capacity: Option<u64>,
+    pub(crate) memory: Option<u64>,
     pub(crate) shards: Option<u32>,
     pub(crate) max_key_len: u32,
     pub(crate) max_value_len: u32,
@@ -48,8 +49,11 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
-    /// Entries the store must hold ([`Config::capacity`]).
+    /// Entries the store must hold ([`Config::capacity`]; derived from `memory` when not set).
     pub capacity: u64,
+    /// The region's size in bytes, index and values together, or `None` to derive it from
+    /// `capacity` ([`Config::memory`]).
+    pub memory: Option<u64>,
     /// Shards asked for, or `None` for the default ([`Config::shards`];
     /// [`Config::effective_shards`] gives the number a store will have).
     pub shards: Option<u32>,
@@ -75,8 +79,13 @@ pub mod limits {
     pub const MAX_SHARDS: u32 = 4096;
     /// Largest key length in bytes.
     pub const MAX_KEY_LEN: u32 = 64 * 1024;
-    /// Largest value length in bytes (slots are fixed-size: every slot reserves this much).
-    pub const MAX_VALUE_LEN: u32 = 16 * 1024 * 1024;
+    /// Largest value length in bytes (2 MiB - 16 KiB: what one extent block can list).
+    pub const MAX_VALUE_LEN: u32 = crate::heap::class::MAX_VALUE as u32;
+    /// The default `max_value_len` (1 MiB). A limit, not a reservation: values take the memory
+    /// they need.
+    pub const DEFAULT_MAX_VALUE_LEN: u32 = 1 << 20;
+    /// The default `capacity` (entries) when neither `capacity` nor `memory` is set.
+    pub const DEFAULT_CAPACITY: u64 = 65_536;
     /// Largest number of named counters.
     pub const MAX_COUNTERS: u32 = 1 << 16;
     /// Largest region size in bytes (1 TiB).
@@ -88,10 +97,11 @@ pub mod limits {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            capacity: 10_000,
+            capacity: None,
+            memory: None,
             shards: None,
             max_key_len: 64,
-            max_value_len: 256,
+            max_value_len: limits::DEFAULT_MAX_VALUE_LEN,
             max_counters: 256,
             when_full: WhenFull::Refuse,
             lock_timeout: Duration::from_secs(10),
@@ -101,21 +111,34 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults: 10 000 entries, 64-byte keys, 256-byte values, 256 counters, refuse when full,
-    /// shards a power of two at least four times the number of CPUs, 10 s lock timeout.
+    /// Defaults: 65,536 entries and 64 MiB of value heap (about 73 MiB in all), 64-byte keys,
+    /// values up to 1 MiB, 256 counters, refuse when full, shards a power of two at least four
+    /// times the number of CPUs, 10 s lock timeout.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Number of entries the store must hold (at least; the table is sized with headroom so that
-    /// uneven hashing does not fill one shard early).
+    /// uneven hashing does not fill one shard early). Without it: `memory / 1024` when `memory`
+    /// is set, else 65,536.
     pub fn capacity(mut self, entries: u64) -> Self {
-        self.capacity = entries;
+        self.capacity = Some(entries);
+        self
+    }
+
+    /// The region's size in bytes, index and values together (like `lua_shared_dict cache 64m`
+    /// or `apc.shm_size`). The index (`capacity` slots) comes first; the rest is the value heap,
+    /// shared out equally between the shards. Each shard must be able to hold one value of
+    /// `max_value_len` bytes. Without it, the heap gets 1 KiB per entry of `capacity` (at least
+    /// room for one `max_value_len` value per shard).
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
         self
     }
 
     /// Number of shards (each with its own lock). Default: a power of two at least four times
-    /// the CPU count, at most one per 64 entries of capacity.
+    /// the CPU count, at most one per 64 entries of capacity and (with `memory`) at most one
+    /// per 2 x `max_value_len` bytes of memory.
     pub fn shards(mut self, shards: u32) -> Self {
         self.shards = Some(shards);
         self
@@ -127,20 +150,21 @@ impl Config {
         self
     }
 
-    /// Longest value in bytes. Slots are fixed-size, so every slot reserves this much.
+    /// Longest value in bytes: a limit, not a reservation (values take the memory they need).
+    /// Default 1 MiB; at most [`limits::MAX_VALUE_LEN`] (2 MiB - 16 KiB).
     pub fn max_value_len(mut self, len: u32) -> Self {
         self.max_value_len = len;
         self
     }
 
-    /// Rounds the value room up so that each slot (24-byte header, key room, value room) fills
-    /// whole 64-byte cache lines and starts on one. No two entries then share a cache line, so
-    /// a write to one entry never takes the line holding its neighbour away from another
-    /// process that is reading it. The extra room goes to values: the store accepts values up
-    /// to the rounded length, which [`Store::config`](crate::Store::config) reports. Costs up to
-    /// 56 bytes per slot; the default (off) keeps the exact length asked for. With 16-byte keys
-    /// and 256-byte values the rounded length is 280 (slots of 320 bytes instead of 296).
-    /// Ignored if the rounded length would pass [`limits::MAX_VALUE_LEN`].
+    /// Rounds the key room up so that each slot (24-byte header, key room, 24-byte value field)
+    /// fills whole 64-byte cache lines and starts on one. No two entries then share a cache
+    /// line, so a write to one entry never takes the line holding its neighbour away from
+    /// another process that is reading it. The extra room goes to keys: the store accepts keys
+    /// up to the rounded length, which [`Store::config`](crate::Store::config) reports. Costs up
+    /// to 56 bytes per slot; the default (off) keeps the exact length asked for. With 16-byte
+    /// keys, slots are exactly one line either way (24 + 16 + 24 = 64). Ignored if the rounded
+    /// length would pass [`limits::MAX_KEY_LEN`].
     pub fn line_sized_slots(mut self, on: bool) -> Self {
         self.line_sized_slots = on;
         self
@@ -170,7 +194,8 @@ impl Config {
     /// rather than `get_*` getters (the Rust API guidelines' C-GETTER).
     pub fn settings(&self) -> Settings {
         Settings {
-            capacity: self.capacity,
+            capacity: self.effective_capacity(),
+            memory: self.memory,
             shards: self.shards,
             max_key_len: self.max_key_len,
             max_value_len: self.max_value_len,
@@ -181,21 +206,34 @@ impl Config {
         }
     }
 
+    /// The capacity (entries) this config will produce: `capacity`, else `memory / 1024`,
+    /// else 65,536.
+    pub fn effective_capacity(&self) -> u64 {
+        match (self.capacity, self.memory) {
+            (Some(c), _) => c,
+            (None, Some(m)) => (m / crate::region::layout::BYTES_PER_ENTRY).max(1),
+            (None, None) => limits::DEFAULT_CAPACITY,
+        }
+    }
+
     /// The number of shards this config will produce.
     pub fn effective_shards(&self) -> u32 {
         match self.shards {
             Some(s) => s,
-            None => default_shards(self.capacity),
+            None => default_shards(self.effective_capacity(), self.memory, self.max_value_len),
         }
     }
 
     /// Checks every value against [`limits`].
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason| Err(Error::InvalidConfig { field, reason });
-        if self.capacity == 0 {
+        if self.effective_capacity() == 0 {
             return bad("capacity", "must be at least 1");
         }
-        if self.capacity > limits::MAX_CAPACITY {
+        if self.memory.is_some_and(|m| m > limits::MAX_REGION_BYTES) {
+            return bad("memory", "exceeds 1 TiB");
+        }
+        if self.effective_capacity() > limits::MAX_CAPACITY {
             return bad("capacity", "exceeds 2^32 entries");
         }
         let shards = self.effective_shards();
@@ -212,7 +250,7 @@ impl Config {
             return bad("max_key_len", "exceeds 64 KiB");
         }
         if self.max_value_len > limits::MAX_VALUE_LEN {
-            return bad("max_value_len", "exceeds 16 MiB");
+            return bad("max_value_len", "exceeds 2 MiB - 16 KiB");
         }
         if self.max_counters > limits::MAX_COUNTERS {
             return bad("max_counters", "exceeds 65536");
@@ -229,13 +267,19 @@ impl Config {
 }
 
 /// A power of two at least 4x the CPU count (so two processes rarely meet on one lock), at most
-/// one shard per 64 entries of capacity, at least 1.
-fn default_shards(capacity: u64) -> u32 {
+/// one shard per 64 entries of capacity, at most one per two `max_value_len` values of `memory`
+/// (each shard's heap must hold such a value), at least 1.
+fn default_shards(capacity: u64, memory: Option<u64>, max_value_len: u32) -> u32 {
     let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
     let want = (cpus.saturating_mul(4)).next_power_of_two().clamp(8, 256) as u64;
     let by_capacity = (capacity / 64).max(1);
+    let by_memory = memory.map_or(u64::MAX, |m| {
+        let one =
+            u64::from(crate::region::layout::min_pages(max_value_len)) * crate::heap::PAGE as u64;
+        (m / one.saturating_mul(2)).max(1)
+    });
     let mut s = want;
-    while s > by_capacity && s > 1 {
+    while (s > by_capacity || s > by_memory) && s > 1 {
         s /= 2;
     }
     s as u32

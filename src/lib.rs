@@ -147,6 +147,7 @@ mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
 mod hash;
+mod heap;
 mod metrics;
 mod primitives;
 mod process;

@@ -234,4 +234,29 @@ pub struct Stats {
     pub counters: u64,
     /// Bytes of the region.
     pub region_bytes: u64,
+    /// Bytes of the values stored in the heap (values longer than 24 bytes; shorter ones live
+    /// in their slot).
+    pub value_bytes: u64,
+    /// Size of the value heap (all shards' pages).
+    pub heap_bytes: u64,
+    /// Heap bytes free: in free pages, plus in free blocks of partly used pages.
+    pub heap_free_bytes: u64,
+    /// Of `heap_free_bytes`, those in free blocks of partly used pages (usable by values of
+    /// their size class now, by any value after compaction).
+    pub heap_partial_free_bytes: u64,
+    /// The largest value a write can store now without evicting (a conservative estimate; the
+    /// shard a key maps to may have less room than the roomiest one counted here).
+    pub largest_value: u64,
+}
+
+impl Stats {
+    /// Share of the free heap bytes that sit in partly used pages (0 when nothing is free).
+    /// Compaction turns them back into free pages when a value needs one.
+    pub fn fragmentation(&self) -> f64 {
+        if self.heap_free_bytes == 0 {
+            0.0
+        } else {
+            self.heap_partial_free_bytes as f64 / self.heap_free_bytes as f64
+        }
+    }
 }

@@ -702,22 +702,23 @@ fn line_sized_slots_fill_whole_cache_lines() {
     let cfg = Config::new()
         .capacity(1000)
         .shards(2)
-        .max_key_len(16)
+        .max_key_len(20)
         .max_value_len(256);
     let exact = Store::anonymous(&cfg).unwrap();
-    assert_eq!(exact.config().settings().max_value_len, 256);
+    assert_eq!(exact.config().settings().max_key_len, 20);
     let s = Store::anonymous(&cfg.clone().line_sized_slots(true)).unwrap();
-    // 24-byte header + 16 + 280 = 320 = five lines.
-    let max = s.config().settings().max_value_len;
-    assert_eq!(max, 280);
+    // 24-byte header + key room + 24-byte value field: 24 + 24 + 24 = 72, rounded to 128, so
+    // the key room grows to 80.
+    let max = s.config().settings().max_key_len;
+    assert_eq!(max, 80);
     assert!(s.region_bytes() > exact.region_bytes());
     // The extra room is usable, and the limit is enforced at the new length.
-    let v = vec![7u8; 280];
-    s.set(b"k", &v, None).unwrap();
-    assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&v[..]));
+    let k = vec![b'k'; 80];
+    s.set(&k, b"v", None).unwrap();
+    assert_eq!(s.get(&k).unwrap().as_deref(), Some(&b"v"[..]));
     assert!(matches!(
-        s.set(b"k", &[0u8; 281], None),
-        Err(Error::ValueTooLarge { len: 281, max: 280 })
+        s.set(&[b'k'; 81], b"v", None),
+        Err(Error::KeyTooLong { len: 81, max: 80 })
     ));
     // Every slot starts on a line and slots are whole lines apart.
     let mut starts = std::collections::BTreeMap::new();
@@ -733,7 +734,7 @@ fn line_sized_slots_fill_whole_cache_lines() {
     for w in pairs.windows(2) {
         let (((s0, _), o0), ((s1, _), o1)) = (w[0], w[1]);
         if s0 == s1 {
-            assert_eq!(o1 - o0, 320, "slots of one shard are whole lines apart");
+            assert_eq!(o1 - o0, 128, "slots of one shard are whole lines apart");
         }
     }
     // Reopening the geometry from the header gives the same store (the rounded length is
@@ -742,15 +743,15 @@ fn line_sized_slots_fill_whole_cache_lines() {
         Store::anonymous(&s.config()).unwrap().region_bytes(),
         s.region_bytes()
     );
-    // Already whole lines: unchanged.
-    let c = Config::new().max_key_len(8).max_value_len(32);
+    // Already whole lines (24 + 16 + 24 = 64): unchanged.
+    let c = Config::new().max_key_len(16).max_value_len(32);
     assert_eq!(
         Store::anonymous(&c.line_sized_slots(true))
             .unwrap()
             .config()
             .settings()
-            .max_value_len,
-        32
+            .max_key_len,
+        16
     );
 }
 

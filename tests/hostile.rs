@@ -54,7 +54,8 @@ fn main() {
 const LOCK_TIMEOUT: Duration = Duration::from_millis(20);
 const WATCHDOG: Duration = Duration::from_secs(10);
 const MAX_KEY: usize = 13; // key room 16: lengths 14..=16 fit the room but exceed the limit
-const MAX_VAL: usize = 30; // value room 32
+const MAX_VAL: usize = 30; // values of 25..=30 bytes live in the heap, shorter ones inline
+const INLINE: usize = 24; // the slot's value field
 
 fn seed() -> u64 {
     std::env::var("HOSTILE_SEED")
@@ -357,6 +358,8 @@ enum Target {
     Len(usize),
     /// Absent, or a value (the slot now holds some other key or length).
     NotExact,
+    /// Anything but a panic or hang (absent, a value, or an error).
+    Any,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -689,6 +692,7 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
             (Target::Corrupted, Err(shmstate::Error::Corrupted { .. })) => true,
             (Target::Len(n), Ok(Some(v))) => v.len() == *n,
             (Target::NotExact, Ok(None)) => true,
+            (Target::Any, _) => true,
             (Target::NotExact, Ok(Some(v))) => *v != l.value,
             _ => false,
         };
@@ -902,27 +906,30 @@ fn exercise(
 // ---------------------------------------------------------------------------------------------
 // Scenario kinds
 
-/// Header fields: (name, width, checked by verify, reopen refused when changed).
-const HEADER: [(&str, usize, bool, bool); 19] = [
+/// Header fields: (name, width, checked by verify, reopen refused when changed). Every field of
+/// the configuration and the seed is covered by `config_check`, so a change to any is refused.
+const HEADER: [(&str, usize, bool, bool); 21] = [
     ("magic", 8, true, true),
     ("version", 4, true, true),
     ("init_state", 4, false, true),
     ("fingerprint", 8, true, true),
     ("total_len", 8, true, true),
-    ("seed0", 8, true, false),
-    ("seed1", 8, true, false),
-    ("capacity", 8, true, false),
+    ("seed0", 8, true, true),
+    ("seed1", 8, true, true),
+    ("capacity", 8, true, true),
     ("shards", 4, true, true),
     ("groups_per_shard", 4, true, true),
     ("max_key_len", 4, true, true),
     ("max_value_len", 4, true, true),
     ("max_counters", 4, true, true),
-    ("policy", 4, true, false),
+    ("policy", 4, true, true),
     ("stat_slots", 4, true, true),
-    ("lock_timeout_ms", 4, true, false),
+    ("lock_timeout_ms", 4, true, true),
     ("generation", 8, false, false),
     ("created_ms", 8, false, false),
     ("creator_pid", 4, false, false),
+    ("pages_per_shard", 4, true, true),
+    ("config_check", 8, true, true),
 ];
 
 fn header() {
@@ -958,13 +965,9 @@ fn header() {
                     b[..width].copy_from_slice(&bytes);
                     u64::from_ne_bytes(b)
                 };
-                // Values the header check accepts (the layout does not depend on them).
-                let valid = match field {
-                    "policy" => num <= 1,
-                    "lock_timeout_ms" => (1..=3_600_000).contains(&num),
-                    "capacity" => (1..=1 << 32).contains(&num),
-                    _ => !refused,
-                };
+                // Values the header check accepts: only changes to informational fields.
+                let _ = num;
+                let valid = !refused;
                 Plan::new()
                     .write(p.range.start, bytes)
                     .verify(if checked && changed {
@@ -1591,9 +1594,15 @@ fn control_bytes() {
 
 fn slot_header() {
     let mut v = Vec::new();
-    let one = |name: String, f: SlotField, val: u64, target: Target, verify: Expect| {
+    // A scenario on a live entry chosen by `pick` (e.g. inline or heap values only).
+    let one_of = |name: String,
+                  pick: fn(&Live) -> bool,
+                  f: SlotField,
+                  val: u64,
+                  target: Target,
+                  verify: Expect| {
         sc(name, Backing::Anon, move |fx, rng| {
-            let t = fx.pick(rng, |l| !l.value.is_empty());
+            let t = fx.pick(rng, pick);
             let p = fx.slot_part(&t, f);
             let plan = if p.range.len() == 4 {
                 Plan::new().u32(p, val as u32)
@@ -1605,6 +1614,9 @@ fn slot_header() {
                 .verify(verify)
                 .recovery(Recovery::Clear)
         })
+    };
+    let one = |name: String, f: SlotField, val: u64, target: Target, verify: Expect| {
+        one_of(name, |l| !l.value.is_empty(), f, val, target, verify)
     };
     for (label, seq) in [
         ("1", 1u64),
@@ -1655,15 +1667,39 @@ fn slot_header() {
             Expect::Fails,
         ));
     }
-    for len in [0u64, 1, MAX_VAL as u64] {
-        v.push(one(
-            format!("val_len={len}"),
+    // An inline value (at most 24 bytes) read at another inline length: the slot's bytes.
+    for len in [0u64, 1, INLINE as u64] {
+        v.push(one_of(
+            format!("val_len={len} (inline value)"),
+            |l| !l.value.is_empty() && l.value.len() <= INLINE,
             SlotField::ValLen,
             len,
             Target::Len(len as usize),
             Expect::Passes,
         ));
     }
+    // A heap value at another length of the same size class: read at that length, but the
+    // heap's byte count disagrees (verify fails); at an inline length, its block leaks.
+    for len in [MAX_VAL as u64, 1] {
+        v.push(one_of(
+            format!("val_len={len} (heap value)"),
+            |l| l.value.len() > INLINE && l.value.len() != MAX_VAL,
+            SlotField::ValLen,
+            len,
+            Target::Len(len as usize),
+            Expect::Fails,
+        ));
+    }
+    // An inline value read as a heap value: its bytes are no valid locator, or name a block
+    // that is not its own.
+    v.push(one_of(
+        format!("val_len={MAX_VAL} (inline value)"),
+        |l| !l.value.is_empty() && l.value.len() <= INLINE,
+        SlotField::ValLen,
+        MAX_VAL as u64,
+        Target::Any,
+        Expect::Any,
+    ));
     v.push(one(
         "flags=max".into(),
         SlotField::Flags,
@@ -1753,9 +1789,9 @@ fn key_value_bytes() {
             format!("value bytes random-{k}"),
             Backing::Anon,
             |fx, rng| {
-                let t = fx.pick(rng, |l| l.value.len() >= 4);
+                let t = fx.pick(rng, |l| l.value.len() >= 4 && l.value.len() <= INLINE);
                 let p = fx.slot_part(&t, SlotField::Value);
-                // Inside the value: same length, other bytes.
+                // Inside an inline value: same length, other bytes.
                 let n = t.value.len();
                 Plan::new()
                     .write(p.range.start, rng.bytes(n))
@@ -1771,7 +1807,7 @@ fn key_value_bytes() {
         "regression: value padding bytes",
         Backing::Anon,
         |fx, rng| {
-            let t = fx.pick(rng, |l| l.value.len() % 8 != 0);
+            let t = fx.pick(rng, |l| l.value.len() % 8 != 0 && l.value.len() <= INLINE);
             let p = fx.slot_part(&t, SlotField::Value);
             let n = t.value.len();
             let pad = n.next_multiple_of(8);
@@ -1802,7 +1838,7 @@ fn key_value_bytes() {
         },
     ));
     v.push(sc("value room all 0xff", Backing::Anon, |fx, rng| {
-        let t = fx.pick(rng, |l| !l.value.is_empty());
+        let t = fx.pick(rng, |l| !l.value.is_empty() && l.value.len() <= INLINE);
         Plan::new()
             .fill(fx.slot_part(&t, SlotField::Value), 0xff)
             .intact(Intact::AllBut(t.key.clone()))
@@ -1811,6 +1847,22 @@ fn key_value_bytes() {
             .verify(Expect::Passes)
             .recovery(Recovery::Clear)
     }));
+    // A heap value's locator scribbled: refused as corrupted, never read out of bounds.
+    for fill in [0xffu8, 0x00] {
+        v.push(sc(
+            format!("heap locator all {fill:#04x}"),
+            Backing::Anon,
+            move |fx, rng| {
+                let t = fx.pick(rng, |l| l.value.len() > INLINE);
+                Plan::new()
+                    .fill(fx.slot_part(&t, SlotField::Value), fill)
+                    .intact(Intact::AllBut(t.key.clone()))
+                    .target(&t, Target::Corrupted)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear)
+            },
+        ));
+    }
     for k in 0..3 {
         v.push(sc(
             format!("key bytes random-{k}"),

@@ -390,7 +390,7 @@ fn cache_hits_misses_and_compute_errors() {
     assert!(c.invalidate(b"k").unwrap());
     let r: R = c.get_or_compute(b"k", LONG, || Ok(b"w".to_vec()));
     assert_eq!(r.unwrap(), b"w");
-    let big = vec![0u8; 300];
+    let big = vec![0u8; 1 << 20]; // with its 8-byte record header, past the default 1 MiB
     let r: R = c.get_or_compute(b"big", LONG, || Ok(big.clone()));
     assert!(matches!(
         r,

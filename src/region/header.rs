@@ -10,8 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::{
-    header, init_state, Geometry, Layout, FINGERPRINT, FORMAT_VERSION, HEADER_SIZE, MAGIC,
-    STAT_SLOTS,
+    config_check, header, init_state, Geometry, Layout, FINGERPRINT, FORMAT_VERSION, HEADER_SIZE,
+    MAGIC, STAT_SLOTS,
 };
 use super::raw::RawRegion;
 use crate::error::{Error, Incompatibility, Result};
@@ -63,6 +63,8 @@ impl Header {
         w64(header::GENERATION, 1);
         w64(header::CREATED_MS, created_ms);
         w32(header::CREATOR_PID, creator_pid);
+        w32(header::PAGES_PER_SHARD, g.pages_per_shard);
+        w64(header::CONFIG_CHECK, config_check(g, self.seed));
     }
 }
 
@@ -160,11 +162,18 @@ pub(crate) fn parse(
         max_counters: read_u32(header::MAX_COUNTERS),
         policy,
         lock_timeout_ms: read_u32(header::LOCK_TIMEOUT_MS),
+        pages_per_shard: read_u32(header::PAGES_PER_SHARD),
     };
     if read_u32(header::STAT_SLOTS) != STAT_SLOTS {
         return Err(Error::corrupted("header: process slot count"));
     }
     let layout = Layout::new(geo).map_err(|_| Error::corrupted("header: config out of range"))?;
+    let seed = (read_u64(header::SEED0), read_u64(header::SEED1));
+    if read_u64(header::CONFIG_CHECK) != config_check(&geo, seed) {
+        return Err(Error::corrupted(
+            "header: configuration fields disagree with their check",
+        ));
+    }
     let total = read_u64(header::TOTAL_LEN);
     if total != layout.total_len as u64 {
         return Err(Error::corrupted(
@@ -222,6 +231,8 @@ mod tests {
                 header::MAX_COUNTERS => l.geo.max_counters as u64,
                 header::STAT_SLOTS => STAT_SLOTS as u64,
                 header::LOCK_TIMEOUT_MS => l.geo.lock_timeout_ms as u64,
+                header::PAGES_PER_SHARD => l.geo.pages_per_shard as u64,
+                header::CONFIG_CHECK => config_check(&l.geo, (0, 0)),
                 header::TOTAL_LEN => l.total_len as u64,
                 _ => 0,
             }

@@ -51,11 +51,12 @@
 
 use crate::config::{limits, Config, WhenFull};
 use crate::error::{Error, Result};
+use crate::heap::{self, PoolGeom, Shape, PAGE};
 
 /// "SHMSTATE".
 pub const MAGIC: [u8; 8] = *b"SHMSTATE";
 /// Bumped on any change of the layout or of the meaning of a field.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Explicit alignment of every section and hot word, independent of the architecture
 /// (two 64-byte lines, because of the adjacent-line prefetcher).
@@ -116,11 +117,16 @@ pub mod header {
     pub const GENERATION: usize = after(LOCK_TIMEOUT_MS, 4, 8);
     pub const CREATED_MS: usize = after(GENERATION, 8, 8);
     pub const CREATOR_PID: usize = after(CREATED_MS, 8, 4);
+    /// Heap pages per shard (format 4).
+    pub const PAGES_PER_SHARD: usize = after(CREATOR_PID, 4, 4);
+    /// A hash of the seed and every configuration field ([`config_check`](super::config_check)):
+    /// a scribbled field whose value the layout does not depend on is refused all the same.
+    pub const CONFIG_CHECK: usize = after(PAGES_PER_SHARD, 4, 8);
     /// The counter registry's robust mutex, on a line of its own.
-    pub const REGISTRY_MUTEX: usize = after(CREATOR_PID, 4, LINE);
+    pub const REGISTRY_MUTEX: usize = after(CONFIG_CHECK, 8, LINE);
 
     /// Every field: name (as `Store::layout_map` reports it), offset, size.
-    pub const FIELDS: [(&str, usize, usize); 19] = [
+    pub const FIELDS: [(&str, usize, usize); 21] = [
         ("magic", MAGIC, 8),
         ("version", VERSION, 4),
         ("init_state", INIT_STATE, 4),
@@ -140,6 +146,8 @@ pub mod header {
         ("generation", GENERATION, 8),
         ("created_ms", CREATED_MS, 8),
         ("creator_pid", CREATOR_PID, 4),
+        ("pages_per_shard", PAGES_PER_SHARD, 4),
+        ("config_check", CONFIG_CHECK, 8),
     ];
 }
 
@@ -283,6 +291,12 @@ pub const FINGERPRINT: u64 = fnv1a(&[
     std::mem::size_of::<libc::pthread_mutex_t>() as u64,
     std::mem::align_of::<libc::pthread_mutex_t>() as u64,
     HASH_ALGO,
+    heap::PAGE as u64,
+    heap::INLINE_MAX as u64,
+    heap::class::BLOCK_HEADER as u64,
+    heap::class::CLASSES_DIGEST,
+    heap::pool::hdr::SIZE as u64,
+    heap::pool::desc::SIZE as u64,
     cfg!(target_endian = "little") as u64,
     usize::BITS as u64,
     target_env_id(),
@@ -362,6 +376,24 @@ const _: () = assert!(
     "shmstate supports little-endian targets"
 );
 
+/// The header's `config_check`: a hash of the hash seed and every configuration field.
+pub fn config_check(geo: &Geometry, seed: (u64, u64)) -> u64 {
+    fnv1a(&[
+        seed.0,
+        seed.1,
+        geo.capacity,
+        u64::from(geo.shards),
+        u64::from(geo.groups_per_shard),
+        u64::from(geo.max_key_len),
+        u64::from(geo.max_value_len),
+        u64::from(geo.max_counters),
+        u64::from(geo.policy_code()),
+        u64::from(geo.lock_timeout_ms),
+        u64::from(geo.pages_per_shard),
+        u64::from(STAT_SLOTS),
+    ])
+}
+
 /// The region's shape: what is stored in the header, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -373,29 +405,47 @@ pub struct Geometry {
     pub max_counters: u32,
     pub policy: WhenFull,
     pub lock_timeout_ms: u32,
+    /// Heap pages of each shard.
+    pub pages_per_shard: u32,
 }
 
-/// The value length whose slot fills whole cache lines: `max_value_len` rounded up so that
-/// `SLOT_HEADER + key room + value room` is a multiple of [`CACHE_LINE`]; `max_value_len` itself if
+/// The key length whose slot fills whole cache lines: `max_key_len` rounded up so that
+/// `SLOT_HEADER + key room + INLINE_MAX` is a multiple of [`CACHE_LINE`]; `max_key_len` itself if
 /// that would pass the limit.
-fn line_sized_value_len(max_key_len: u32, max_value_len: u32) -> u32 {
+fn line_sized_key_len(max_key_len: u32) -> u32 {
+    let fixed = (SLOT_HEADER + heap::INLINE_MAX) as u64;
     let key_cap = u64::from(max_key_len).next_multiple_of(8);
-    let fixed = SLOT_HEADER as u64 + key_cap;
-    let slot =
-        (fixed + u64::from(max_value_len).next_multiple_of(8)).next_multiple_of(CACHE_LINE as u64);
+    let slot = (fixed + key_cap).next_multiple_of(CACHE_LINE as u64);
     match u32::try_from(slot - fixed) {
-        Ok(v) if v <= limits::MAX_VALUE_LEN => v,
-        _ => max_value_len,
+        Ok(v) if v <= limits::MAX_KEY_LEN => v,
+        _ => max_key_len,
     }
+}
+
+/// Heap bytes assumed per entry where `capacity` and `memory` are derived from each other.
+pub const BYTES_PER_ENTRY: u64 = 1024;
+
+/// Pages a shard needs to hold one value of `max_value_len` bytes: its whole pages, plus one
+/// page for each of the (at most three) size classes of its blocks.
+pub fn min_pages(max_value_len: u32) -> u32 {
+    Shape::of(max_value_len as usize).map_or(u32::MAX, |s| {
+        let whole = match s {
+            Shape::Extent { pages, .. } => pages,
+            _ => 0,
+        };
+        whole as u32 + 3
+    })
 }
 
 impl Geometry {
     /// The geometry a config asks for: shard sizes with headroom for uneven hashing
-    /// (mean + 4 standard deviations + 8) at a maximum load of 7/8.
+    /// (mean + 4 standard deviations + 8) at a maximum load of 7/8, and the heap pages that fit
+    /// `memory` (or, without it, [`BYTES_PER_ENTRY`] per entry of `capacity`).
     pub fn from_config(cfg: &Config) -> Result<Self> {
         cfg.validate()?;
         let shards = cfg.effective_shards();
-        let per_shard = cfg.capacity.div_ceil(u64::from(shards));
+        let capacity = cfg.effective_capacity();
+        let per_shard = capacity.div_ceil(u64::from(shards));
         let headroom = 4 * ((per_shard as f64).sqrt().ceil() as u64) + 8;
         let want = per_shard + headroom;
         let slots = (want * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM);
@@ -404,19 +454,68 @@ impl Geometry {
             field: "capacity",
             reason: "too many entries per shard (add shards)",
         })?;
-        let geo = Geometry {
-            capacity: cfg.capacity,
+        let min = min_pages(cfg.max_value_len);
+        let mut geo = Geometry {
+            capacity,
             shards,
             groups_per_shard,
-            max_key_len: cfg.max_key_len,
-            max_value_len: if cfg.line_sized_slots {
-                line_sized_value_len(cfg.max_key_len, cfg.max_value_len)
+            max_key_len: if cfg.line_sized_slots {
+                line_sized_key_len(cfg.max_key_len)
             } else {
-                cfg.max_value_len
+                cfg.max_key_len
             },
+            max_value_len: cfg.max_value_len,
             max_counters: cfg.max_counters,
             policy: cfg.when_full,
             lock_timeout_ms: cfg.lock_timeout.as_millis() as u32,
+            pages_per_shard: 0,
+        };
+        geo.pages_per_shard = match cfg.memory {
+            None => {
+                let pages = (per_shard * BYTES_PER_ENTRY)
+                    .div_ceil(PAGE as u64)
+                    .max(u64::from(min));
+                u32::try_from(pages)
+                    .ok()
+                    .filter(|&p| p <= heap::class::MAX_PAGES)
+                    .ok_or(Error::InvalidConfig {
+                        field: "capacity",
+                        reason: "too many entries per shard (add shards)",
+                    })?
+            }
+            Some(memory) => {
+                let fits = |pages: u32| {
+                    Layout::new(Geometry {
+                        pages_per_shard: pages,
+                        ..geo
+                    })
+                    .is_ok_and(|l| l.total_len as u64 <= memory)
+                };
+                if !fits(0) {
+                    return Err(Error::InvalidConfig {
+                        field: "memory",
+                        reason: "smaller than the index `capacity` needs (lower capacity or raise memory)",
+                    });
+                }
+                // The most pages that fit (fits() is monotonic in the page count).
+                let (mut lo, mut hi) = (0u32, heap::class::MAX_PAGES);
+                while lo < hi {
+                    let mid = lo + (hi - lo).div_ceil(2);
+                    if fits(mid) {
+                        lo = mid;
+                    } else {
+                        hi = mid - 1;
+                    }
+                }
+                if lo < min {
+                    return Err(Error::InvalidConfig {
+                        field: "memory",
+                        reason: "each shard must hold one value of max_value_len (raise memory, \
+                                 lower max_value_len, or use fewer shards)",
+                    });
+                }
+                lo
+            }
         };
         Layout::new(geo)?;
         Ok(geo)
@@ -455,6 +554,8 @@ pub struct Layout {
     pub ctrl_size: usize,
     pub scratch_off_in_shard: usize,
     pub slots_off_in_shard: usize,
+    /// The shard's heap pool (offsets from the start of the shard).
+    pub pool: PoolGeom,
     pub shard_size: usize,
     pub total_len: usize,
 }
@@ -479,6 +580,9 @@ impl Layout {
         if geo.max_value_len > limits::MAX_VALUE_LEN {
             return Err(cfg_err("max_value_len", "out of range"));
         }
+        if geo.pages_per_shard > heap::class::MAX_PAGES {
+            return Err(cfg_err("memory", "too many pages per shard (add shards)"));
+        }
         if geo.max_counters > limits::MAX_COUNTERS {
             return Err(cfg_err("max_counters", "out of range"));
         }
@@ -491,7 +595,8 @@ impl Layout {
         }
         let too_big = || cfg_err("capacity", "region would exceed 1 TiB");
         let key_cap = round_up(geo.max_key_len as usize, 8).ok_or_else(too_big)?;
-        let val_cap = round_up(geo.max_value_len as usize, 8).ok_or_else(too_big)?;
+        // Values longer than the slot's value field live in the heap.
+        let val_cap = heap::INLINE_MAX;
         let slot_size = SLOT_HEADER
             .checked_add(key_cap)
             .and_then(|v| v.checked_add(val_cap))
@@ -513,10 +618,11 @@ impl Layout {
             .checked_mul(STAT_SLOT_SIZE)
             .and_then(|v| v.checked_add(stats_off))
             .ok_or_else(too_big)?;
+        // Shards start on a page, so heap pages are page-aligned in the region.
         let shards_off = (STAT_SLOTS as usize)
             .checked_mul(slot_size)
             .and_then(|v| v.checked_add(thread_scratch_off))
-            .and_then(|v| round_up(v, LINE))
+            .and_then(|v| round_up(v, PAGE))
             .ok_or_else(too_big)?;
         let ctrl_size = round_up(slots_per_shard, LINE).ok_or_else(too_big)?;
         let scratch_off_in_shard = SHARD_HEADER_SIZE
@@ -527,10 +633,15 @@ impl Layout {
             .checked_add(slot_size)
             .and_then(|v| round_up(v, LINE))
             .ok_or_else(too_big)?;
-        let shard_size = slots_per_shard
+        let slots_end = slots_per_shard
             .checked_mul(slot_size)
             .and_then(|v| v.checked_add(slots_off_in_shard))
             .and_then(|v| round_up(v, LINE))
+            .ok_or_else(too_big)?;
+        let pool = PoolGeom::new(slots_end, geo.pages_per_shard).ok_or_else(too_big)?;
+        let shard_size = slots_end
+            .checked_add(pool.size)
+            .and_then(|v| round_up(v, PAGE))
             .ok_or_else(too_big)?;
         let total_len = shard_size
             .checked_mul(geo.shards as usize)
@@ -553,6 +664,7 @@ impl Layout {
             ctrl_size,
             scratch_off_in_shard,
             slots_off_in_shard,
+            pool,
             shard_size,
             total_len,
         })
@@ -612,15 +724,15 @@ mod tests {
         Layout::new(Geometry::from_config(&cfg).unwrap()).unwrap()
     }
 
-    /// The offsets of format version 3, as numbers: a change that moves a byte fails here and
+    /// The offsets of format version 4, as numbers: a change that moves a byte fails here and
     /// must bump `FORMAT_VERSION`.
     #[test]
-    fn format_3_offsets_are_pinned() {
-        assert_eq!(FORMAT_VERSION, 3);
+    fn format_4_offsets_are_pinned() {
+        assert_eq!(FORMAT_VERSION, 4);
         let h: Vec<usize> = header::FIELDS.iter().map(|f| f.1).collect();
         assert_eq!(
             h,
-            [0, 8, 12, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 80, 84, 88, 96, 104]
+            [0, 8, 12, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 80, 84, 88, 96, 104, 108, 112]
         );
         assert_eq!(header::REGISTRY_MUTEX, 128);
         let c = [
@@ -668,6 +780,29 @@ mod tests {
         assert_eq!(sl, [0, 4, 8, 12, 16, 24]);
         assert_eq!((HEADER_SIZE, COUNTER_SIZE, STAT_SLOT_SIZE), (512, 256, 128));
         assert_eq!((SHARD_HEADER_SIZE, SLOT_HEADER), (256, 24));
+        use crate::heap::pool::{desc, hdr};
+        assert_eq!(
+            [
+                hdr::USED_PAGES,
+                hdr::VALUE_BYTES,
+                hdr::CLOCK_HAND,
+                hdr::FREE_CURSOR,
+                hdr::DIRTY
+            ],
+            [0, 8, 16, 24, 32]
+        );
+        assert_eq!(
+            [hdr::CLASS_PAGES, hdr::CLASS_USED, hdr::CLASS_HINT],
+            [64, 160, 256]
+        );
+        assert_eq!(
+            [desc::KIND, desc::OWNER, desc::BITS, desc::SIZE],
+            [0, 4, 8, 16]
+        );
+        assert_eq!(
+            (hdr::SIZE, crate::heap::PAGE, crate::heap::INLINE_MAX),
+            (512, 4096, 24)
+        );
     }
 
     #[test]
@@ -676,7 +811,11 @@ mod tests {
         assert_eq!(l.counters_off % LINE, 0);
         assert_eq!(l.stats_off % LINE, 0);
         assert_eq!(l.shards_off % LINE, 0);
-        assert_eq!(l.shard_size % LINE, 0);
+        assert_eq!(l.shard_size % PAGE, 0);
+        assert_eq!(l.shards_off % PAGE, 0);
+        assert_eq!(l.pool.pages % PAGE, 0);
+        assert!(l.pool.hdr >= l.slots_off_in_shard + l.slots_per_shard * l.slot_size);
+        assert!(l.pool.hdr + l.pool.size <= l.shard_size);
         assert_eq!(l.slot_size % 8, 0);
         assert_eq!(l.slots_off_in_shard % 8, 0);
         assert!(l.scratch_off_in_shard >= SHARD_HEADER_SIZE + l.slots_per_shard);
@@ -696,9 +835,53 @@ mod tests {
 
     #[test]
     fn slot_overhead_is_small() {
-        let l = layout(Config::new().max_key_len(16).max_value_len(256));
-        assert_eq!(l.slot_size - 16 - 256, SLOT_HEADER);
+        // With 16-byte keys a slot is one cache line, whatever max_value_len is.
+        for v in [8, 256, limits::DEFAULT_MAX_VALUE_LEN] {
+            let l = layout(Config::new().max_key_len(16).max_value_len(v));
+            assert_eq!(l.slot_size, 64);
+        }
         const { assert!(SLOT_HEADER <= 32) };
+    }
+
+    #[test]
+    fn memory_is_the_region_size_and_capacity_derives_from_it() {
+        for mem in [4u64 << 20, 64 << 20, 256 << 20] {
+            let cfg = Config::new().memory(mem);
+            let l = layout(cfg.clone());
+            assert!(l.total_len as u64 <= mem);
+            // Less than one page per shard is left over.
+            assert!(
+                mem - (l.total_len as u64)
+                    < (PAGE as u64 + 512) * u64::from(l.geo.shards) + PAGE as u64,
+                "{mem}: {}",
+                l.total_len
+            );
+            assert_eq!(l.geo.capacity, mem / BYTES_PER_ENTRY);
+        }
+        // Without memory, the heap gets 1 KiB per entry, and room for one max-size value.
+        let l = layout(Config::new().capacity(64_000).shards(8));
+        assert_eq!(
+            u64::from(l.geo.pages_per_shard),
+            8000 * BYTES_PER_ENTRY / PAGE as u64
+        );
+        let l = layout(Config::new().capacity(10).shards(1));
+        assert_eq!(
+            l.geo.pages_per_shard,
+            min_pages(limits::DEFAULT_MAX_VALUE_LEN)
+        );
+        // Too little memory for the index, or for one value per shard: clear errors.
+        for cfg in [
+            Config::new().memory(1 << 20).capacity(1_000_000),
+            Config::new().memory(1 << 20).shards(8),
+        ] {
+            assert!(matches!(
+                Geometry::from_config(&cfg),
+                Err(Error::InvalidConfig {
+                    field: "memory",
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

@@ -64,11 +64,19 @@ impl Store {
             region_bytes: l.total_len as u64,
             ..Stats::default()
         };
+        st.heap_bytes =
+            u64::from(l.geo.pages_per_shard) * crate::heap::PAGE as u64 * u64::from(l.geo.shards);
         for s in 0..l.geo.shards as usize {
             let sh = self.shard(s);
             st.entries = st.entries.saturating_add(sh.len());
             st.tombstones = st.tombstones.saturating_add(sh.tombstones());
+            let (pool, value_bytes) = sh.heap_space();
+            st.value_bytes = st.value_bytes.saturating_add(value_bytes);
+            st.heap_free_bytes = st.heap_free_bytes.saturating_add(pool.0 + pool.1);
+            st.heap_partial_free_bytes = st.heap_partial_free_bytes.saturating_add(pool.1);
+            st.largest_value = st.largest_value.max(pool.2);
         }
+        st.largest_value = st.largest_value.min(u64::from(l.geo.max_value_len));
         let sum = |f: Stat| stats::sum(r, l, f as usize);
         st.sets = sum(Stat::Sets);
         st.deletes = sum(Stat::Deletes);

@@ -148,6 +148,8 @@ impl Store {
             "max_counters"
         } else if have.policy != want.policy {
             "when_full"
+        } else if have.pages_per_shard != want.pages_per_shard {
+            "memory"
         } else {
             return Ok(());
         };
@@ -238,5 +240,6 @@ impl Store {
             .max_counters(g.max_counters)
             .when_full(g.policy)
             .lock_timeout(self.inner.lock_timeout)
+            .memory(self.region.layout().total_len as u64)
     }
 }

@@ -106,7 +106,7 @@ impl Store {
         match (l.live(&now), mode) {
             (Some(_), Mode::IfAbsent) | (None, Mode::IfPresent) => Ok(false),
             (Some(i), _) => {
-                lk.overwrite(i, &e);
+                lk.overwrite(i, &e, &now)?;
                 lk.bump(Stat::Sets);
                 Ok(true)
             }
@@ -141,7 +141,7 @@ impl Store {
         let live = l.live(&self.now()).is_some();
         match l.slot {
             Some(i) => {
-                lk.remove(i);
+                lk.remove(i)?;
                 lk.bump(if live {
                     Stat::Deletes
                 } else {
@@ -193,7 +193,7 @@ impl Store {
                     expires_ms,
                     tag: p.tag,
                 };
-                lk.overwrite(i, &e);
+                lk.overwrite(i, &e, &now)?;
                 lk.bump(Stat::Sets);
             }
             (None, Some(value)) => {
@@ -206,7 +206,7 @@ impl Store {
                 lk.insert_new(&l, &e, p, &now)?;
             }
             (Some(i), None) => {
-                lk.remove(i);
+                lk.remove(i)?;
                 lk.bump(Stat::Deletes);
             }
             (None, None) => {}
@@ -234,6 +234,9 @@ impl Store {
                     return Err(Error::corrupted("slot value length exceeds max_value_len"));
                 }
                 if n > 20 {
+                    // Not an integer whatever its bytes; a heap value's locator is still
+                    // checked, so a corrupted slot is reported as such.
+                    lk.stored(i)?;
                     return Err(Error::NotAnInteger);
                 }
                 lk.read_small(i, &mut cur[..n]);
@@ -248,7 +251,7 @@ impl Store {
                     expires_ms: l.expires_ms,
                     tag: p.tag,
                 };
-                lk.overwrite(i, &e);
+                lk.overwrite(i, &e, &now)?;
                 lk.bump(Stat::Sets);
                 Ok(new)
             }
@@ -373,7 +376,7 @@ impl Store {
         let mut removed = 0;
         for s in 0..self.region.layout().geo.shards as usize {
             let lk = self.lock_index(s, false)?;
-            removed += lk.flush_expired(&self.now()) as u64;
+            removed += lk.flush_expired(&self.now())? as u64;
         }
         Ok(removed)
     }

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::space::HeapState;
 use super::{ctrl, Placement, Probe, Shard, Stat};
 use crate::clock::LazyNow;
 use crate::error::{Error, Result};
@@ -32,13 +33,14 @@ impl<'a> Shard<'a> {
         let mut locked = Locked {
             s: *self,
             ts,
+            heap: HeapState::default(),
             guard,
         };
         if acq.contended {
             locked.bump(Stat::Contended);
         }
         let mut repaired = Ok(());
-        if acq.owner_died || self.rec().is_busy() {
+        if acq.owner_died || self.rec().is_busy() || self.pool().is_dirty() {
             // Counted before repairing, so a repairer that dies is counted too.
             locked.bump(Stat::Recoveries);
             repaired = locked.repair();
@@ -64,9 +66,17 @@ impl<'a> Shard<'a> {
 pub(crate) struct Locked<'a> {
     pub(super) s: Shard<'a>,
     pub(super) ts: ThreadSlot,
+    pub(super) heap: HeapState,
     /// Held for as long as the `Locked` lives (dropping it unlocks). Never absent: repair runs
     /// through a `Locked`, so the lock is ours while it does.
     guard: MutexGuard<'a>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Before the guard (a field) unlocks.
+        self.release_heap();
+    }
 }
 
 /// Result of a locked lookup.
@@ -137,8 +147,9 @@ impl<'a> Locked<'a> {
         if vlen > self.l().geo.max_value_len as usize {
             return Err(Error::corrupted("slot value length exceeds max_value_len"));
         }
-        out.clear();
-        raw::load_bytes(sv.value_words(vlen), vlen, out);
+        if !self.s.copy_value(sv, vlen, out) {
+            return Err(Error::corrupted("slot value locator out of range"));
+        }
         Ok(())
     }
 
@@ -147,7 +158,8 @@ impl<'a> Locked<'a> {
         self.s.slot(i).val_len().load(Ordering::Relaxed) as usize
     }
 
-    /// Reads the first `dst.len()` bytes of slot `i`'s value (at most `max_value_len`).
+    /// Reads the first `dst.len()` bytes of slot `i`'s value field (callers read values of at
+    /// most [`INLINE_MAX`](crate::heap::INLINE_MAX) bytes this way).
     pub(crate) fn read_small(&self, i: usize, dst: &mut [u8]) {
         let sv = self.s.slot(i);
         let n = dst.len().min(sv.val_cap());
@@ -161,6 +173,14 @@ impl<'a> Locked<'a> {
         if vlen > self.l().geo.max_value_len as usize {
             return Err(Error::corrupted("slot value length exceeds max_value_len"));
         }
-        Ok(vlen == v.len() && raw::words_eq(sv.value_words(vlen), v))
+        if vlen != v.len() {
+            return Ok(false);
+        }
+        if vlen <= crate::heap::INLINE_MAX {
+            return Ok(raw::words_eq(sv.value_words(vlen), v));
+        }
+        let mut cur = Vec::new();
+        self.read_value(i, &mut cur)?;
+        Ok(cur == v)
     }
 }

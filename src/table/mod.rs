@@ -49,6 +49,7 @@ mod lock;
 mod probe;
 mod read;
 mod repair;
+mod space;
 mod verify;
 mod write;
 
@@ -61,6 +62,7 @@ pub(crate) use read::Read;
 pub use verify::{Problem, ProblemKind, Totals, VerifyReport};
 pub(crate) use write::Entry;
 
+use crate::heap::Pool;
 use crate::redo::Record;
 use crate::region::layout::{shard, stat_slot, Layout, GROUP_WIDTH};
 use crate::region::raw::{RawRegion, SlotView};
@@ -125,6 +127,11 @@ impl<'a> Shard<'a> {
             self.l.val_cap,
         )
     }
+    /// The shard's value heap.
+    #[inline]
+    fn pool(&self) -> Pool<'a> {
+        Pool::new(self.r, &self.l.pool, self.off)
+    }
     /// The shard's redo record.
     #[inline]
     fn rec(&self) -> Record<'a> {
@@ -141,6 +148,12 @@ impl<'a> Shard<'a> {
 
     pub(crate) fn len(&self) -> u64 {
         self.hdr_u64(shard::LEN).load(Ordering::Relaxed)
+    }
+    /// The heap's free space ([`Pool::space`](crate::heap::Pool::space)) and value bytes, read
+    /// without the lock.
+    pub(crate) fn heap_space(&self) -> ((u64, u64, u64), u64) {
+        let pool = self.pool();
+        (pool.space(), pool.value_bytes())
     }
     pub(crate) fn tombstones(&self) -> u64 {
         self.hdr_u64(shard::TOMBSTONES).load(Ordering::Relaxed)

@@ -109,8 +109,12 @@ impl Shard<'_> {
                 _ => Err(Error::corrupted("slot value length exceeds max_value_len")),
             };
         }
-        out.clear();
-        raw::load_bytes(sv.value_words(vlen), vlen, out);
+        if !self.copy_value(sv, vlen, out) {
+            return match unstable_or(SlotRead::Other) {
+                SlotRead::Unstable => Ok(SlotRead::Unstable),
+                _ => Err(Error::corrupted("slot value locator out of range")),
+            };
+        }
         Ok(unstable_or(SlotRead::Match { expires_ms }))
     }
 }

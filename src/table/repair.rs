@@ -1,6 +1,7 @@
 //! Repair: what the next lock holder does after a writer died (or left the redo record
-//! busy). Redoes a committed put or clear from the record, makes the touched slot's sequence
-//! even, recounts the shard, idles the record. Idempotent, and it validates every value it reads
+//! busy, or the heap mid-change). Redoes a committed put or clear from the record, makes the
+//! touched slot's sequence even, recounts the shard, rebuilds the heap's metadata from the
+//! slots, idles the record. Idempotent, and it validates every value it reads
 //! from the record and the scratch slot (they are region bytes).
 
 use std::sync::atomic::Ordering;
@@ -55,11 +56,13 @@ impl Locked<'_> {
                 // Header fields after `seq`, then key and value (lengths validated above).
                 dst.key_len().store(klen as u32, Ordering::Relaxed);
                 dst.val_len().store(vlen as u32, Ordering::Relaxed);
-                dst.flags().store(0, Ordering::Relaxed);
+                dst.flags()
+                    .store(sc.flags().load(Ordering::Relaxed), Ordering::Relaxed);
                 dst.expires()
                     .store(sc.expires().load(Ordering::Relaxed), Ordering::Relaxed);
                 raw::copy_words(sc.key_words(klen), dst.key_words(klen));
-                raw::copy_words(sc.value_words(vlen), dst.value_words(vlen));
+                // The whole value field: inline bytes, or the heap locator.
+                raw::copy_words(sc.value_words(sc.val_cap()), dst.value_words(dst.val_cap()));
                 failpoint!("repair.redone");
                 self.set_ctrl(target, tag);
                 seqlock::write_end(seq, odd);
@@ -85,6 +88,9 @@ impl Locked<'_> {
             .hdr_u64(shard::TOMBSTONES)
             .store(deleted, Ordering::Relaxed);
         failpoint!("repair.recounted");
+        // The heap's metadata, from the slots as they now are (a writer may have died
+        // mid-allocation or mid-free; nothing of it was logged).
+        self.rebuild_heap()?;
         rec.set_touch(None);
         rec.idle();
         Ok(())

@@ -104,6 +104,131 @@ impl Locked<'_> {
         }
         totals.entries += full;
         totals.tombstones += deleted;
+        self.verify_heap(problems, totals);
+    }
+
+    /// Checks the heap against the slots: every block and page a live value references is
+    /// referenced once, by the slot its header names, and marked used in the descriptors and
+    /// maps; nothing else is marked used (no leaked space); the counters agree.
+    fn verify_heap(&self, problems: &mut Vec<Problem>, totals: &mut Totals) {
+        use crate::heap::class::{block_mask, Loc, NCLASSES};
+        use crate::heap::pool::desc;
+        use crate::heap::INLINE_MAX;
+        use std::collections::HashMap;
+        use ProblemKind as K;
+        let shard_no = self.s.index as u32;
+        let mut push = |slot: Option<usize>, kind| {
+            problems.push(Problem {
+                shard: shard_no,
+                slot: slot.map(|s| s as u32),
+                kind,
+            })
+        };
+        let pool = self.s.pool();
+        // Page -> (kind, bits) as the live values say it should be.
+        let mut want: HashMap<u32, (u32, u64)> = HashMap::new();
+        let mut value_bytes = 0u64;
+        for i in 0..self.l().slots_per_shard {
+            if !ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) {
+                continue;
+            }
+            let vlen = self.s.slot(i).val_len().load(Ordering::Relaxed) as usize;
+            if vlen <= INLINE_MAX || vlen > self.l().geo.max_value_len as usize {
+                continue; // inline, or already reported
+            }
+            let Ok(Some(v)) = self.stored(i) else {
+                push(Some(i), K::ValueLocator);
+                continue;
+            };
+            value_bytes += vlen as u64;
+            for (loc, class, piece) in v.parts() {
+                match (loc, class) {
+                    (Loc::Block { page, block }, Some(c)) => {
+                        let e = want.entry(page).or_insert((1 + c as u32, 0));
+                        if e.0 != 1 + c as u32 || e.1 & 1 << block != 0 {
+                            push(Some(i), K::BlockShared);
+                            continue;
+                        }
+                        e.1 |= 1 << block;
+                        if pool.read_header(pool.block_off(c, page, block)) != (i as u32, piece) {
+                            push(Some(i), K::BlockOwner);
+                        }
+                    }
+                    (Loc::Page(page), _) => {
+                        if want.insert(page, (desc::LARGE, 0)).is_some() {
+                            push(Some(i), K::BlockShared);
+                        }
+                    }
+                    (Loc::Block { .. }, None) => push(Some(i), K::ValueLocator),
+                }
+            }
+        }
+        let (mut used_pages, mut class_pages, mut class_used) =
+            (0u64, [0u32; NCLASSES], [0u32; NCLASSES]);
+        for p in 0..pool.npages() {
+            let (kind, bits) = pool.page_state(p);
+            let (wkind, wbits) = want.get(&p).copied().unwrap_or((desc::FREE, 0));
+            let class = (1..=NCLASSES as u32)
+                .contains(&kind)
+                .then(|| (kind - 1) as usize);
+            let (used_bit, partial_bit) = pool.map_bits(p, class);
+            if kind != desc::FREE {
+                used_pages += 1;
+            }
+            if let Some(c) = class {
+                class_pages[c] += 1;
+                class_used[c] += (bits & block_mask(c)).count_ones();
+                if partial_bit != (bits & block_mask(c) != block_mask(c)) {
+                    push(None, K::HeapMap { page: p });
+                }
+            }
+            if used_bit != (kind != desc::FREE) {
+                push(None, K::HeapMap { page: p });
+            }
+            if kind == wkind && (kind == desc::LARGE || bits == wbits) {
+                continue;
+            }
+            // Marked used beyond what the values reference: leaked; the other way: a value
+            // whose blocks could be handed out again.
+            let leaked = (wkind == desc::FREE && kind != desc::FREE)
+                || (kind == wkind && wbits & !bits == 0);
+            push(
+                None,
+                if leaked {
+                    K::HeapLeak { page: p }
+                } else {
+                    K::HeapMap { page: p }
+                },
+            );
+        }
+        let (s_used, s_pages, s_blocks) = pool.raw_counts();
+        let mut count = |what, stored: u64, counted: u64| {
+            if stored != counted {
+                push(
+                    None,
+                    K::HeapCount {
+                        what,
+                        stored,
+                        counted,
+                    },
+                );
+            }
+        };
+        count("used pages", s_used, used_pages);
+        count("value bytes", pool.value_bytes(), value_bytes);
+        for c in 0..NCLASSES {
+            count(
+                "class pages",
+                u64::from(s_pages[c]),
+                u64::from(class_pages[c]),
+            );
+            count(
+                "class blocks",
+                u64::from(s_blocks[c]),
+                u64::from(class_used[c]),
+            );
+        }
+        totals.value_bytes += value_bytes;
     }
 }
 
@@ -167,6 +292,31 @@ pub enum ProblemKind {
     DuplicateCounter,
     /// A shard could not be locked or repaired (the error's message).
     ShardUnavailable(String),
+    /// A live slot's heap locator (or one in its extent) is out of range.
+    ValueLocator,
+    /// A block or page is referenced by two values (or a page by two size classes).
+    BlockShared,
+    /// A block's header does not name the slot that references it.
+    BlockOwner,
+    /// Heap space marked used that no value references.
+    HeapLeak {
+        /// Page number in the shard's pool.
+        page: u32,
+    },
+    /// A page's descriptor or map bits disagree with the values that reference it.
+    HeapMap {
+        /// Page number in the shard's pool.
+        page: u32,
+    },
+    /// A heap counter disagrees with what the values reference.
+    HeapCount {
+        /// Which counter.
+        what: &'static str,
+        /// As stored.
+        stored: u64,
+        /// As counted.
+        counted: u64,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -194,6 +344,8 @@ pub struct Totals {
     pub tombstones: u64,
     /// Registered counters.
     pub counters: u64,
+    /// Bytes of the values stored in the heap (values longer than 24 bytes).
+    pub value_bytes: u64,
 }
 
 /// The result of [`Store::verify`](crate::Store::verify).

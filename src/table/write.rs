@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::space::{write_val, Val};
 use super::{ctrl, Locked, Lookup, Placement, Probe, Stat};
 use crate::clock::LazyNow;
 use crate::config::WhenFull;
@@ -45,19 +46,25 @@ impl Locked<'_> {
         );
     }
 
-    /// Writes every field of `e` into `sv` (lengths were checked against the limits by the
-    /// caller, so they fit the slot's room).
-    pub(super) fn write_fields(sv: SlotView<'_>, e: &Entry<'_>) {
-        sv.key_len().store(e.key.len() as u32, Ordering::Relaxed);
-        sv.val_len().store(e.value.len() as u32, Ordering::Relaxed);
-        sv.flags().store(0, Ordering::Relaxed);
-        sv.expires().store(e.expires_ms, Ordering::Relaxed);
-        raw::store_bytes(sv.key_words(e.key.len()), e.key);
-        raw::store_bytes(sv.value_words(e.value.len()), e.value);
+    /// Writes every field of an entry into `sv` (the key length was checked against the limit
+    /// by the caller, so it fits the slot's room; the value is inline or a heap locator).
+    pub(super) fn write_fields(
+        sv: SlotView<'_>,
+        key: &[u8],
+        val: &Val<'_>,
+        expires_ms: u64,
+        flags: u32,
+    ) {
+        sv.key_len().store(key.len() as u32, Ordering::Relaxed);
+        sv.val_len().store(val.len() as u32, Ordering::Relaxed);
+        sv.flags().store(flags, Ordering::Relaxed);
+        sv.expires().store(expires_ms, Ordering::Relaxed);
+        raw::store_bytes(sv.key_words(key.len()), key);
+        write_val(sv, val);
     }
 
-    /// Puts `e` into free slot `i` and publishes it.
-    fn insert_free(&self, i: usize, e: &Entry<'_>) {
+    /// Puts `e` (its value placed as `val`) into free slot `i` and publishes it.
+    fn insert_free(&self, i: usize, e: &Entry<'_>, val: &Val<'_>) {
         // `lookup` found slot `i` free under this lock; no assertion on it: another process
         // scribbling on the region could have changed the byte since, and shared bytes never
         // make us panic.
@@ -65,7 +72,7 @@ impl Locked<'_> {
         self.s.rec().set_touch(Some(i));
         let sv = self.s.slot(i);
         let odd = seqlock::write_begin(sv.seq());
-        Self::write_fields(sv, e);
+        Self::write_fields(sv, e.key, val, e.expires_ms, 0);
         failpoint!("insert.written");
         self.set_ctrl(i, e.tag);
         failpoint!("insert.published");
@@ -77,8 +84,46 @@ impl Locked<'_> {
         }
     }
 
-    /// Replaces FULL slot `i` with `e`, through the scratch slot and the repair record.
-    pub(crate) fn overwrite(&self, i: usize, e: &Entry<'_>) {
+    /// Replaces FULL slot `i` with `e`: places the new value (making room if needed, never by
+    /// removing slot `i`), publishes it through the redo record, then frees the old value.
+    pub(crate) fn overwrite(&self, i: usize, e: &Entry<'_>, now: &LazyNow<'_>) -> Result<()> {
+        let val = self.store_value(i, e.value, now)?;
+        // Decoded only now: making room may have moved slot `i`'s blocks.
+        let old = match self.stored(i) {
+            Ok(old) => old,
+            Err(err) => {
+                self.discard(&val)?;
+                return Err(err);
+            }
+        };
+        self.overwrite_val(i, e.key, &val, e.expires_ms, e.tag, 0);
+        if let Some(old) = old {
+            self.free_value(&old)?;
+        }
+        Ok(())
+    }
+
+    /// Frees a value placed for a slot that was then not written.
+    fn discard(&self, val: &Val<'_>) -> Result<()> {
+        if let Val::Heap { len, root } = *val {
+            if let Some(v) = crate::heap::value::decode(&self.s.pool(), root, len) {
+                self.free_value(&v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces FULL slot `i` with the given fields, through the scratch slot and the redo
+    /// record (the value already placed).
+    pub(super) fn overwrite_val(
+        &self,
+        i: usize,
+        key: &[u8],
+        val: &Val<'_>,
+        expires_ms: u64,
+        tag: u8,
+        flags: u32,
+    ) {
         let rec = self.s.rec();
         // The redo copy goes to this thread's own scratch slot when it has one (its cache
         // lines then never move between cores), else to the shard's.
@@ -87,23 +132,23 @@ impl Locked<'_> {
             0 => self.s.scratch(),
             i => self.s.thread_scratch(i as usize),
         };
-        Self::write_fields(sc, e);
+        Self::write_fields(sc, key, val, expires_ms, flags);
         failpoint!("put.scratch");
         rec.commit_put(Put {
             target: i as u32,
-            tag: u32::from(e.tag),
+            tag: u32::from(tag),
             scratch,
         });
         failpoint!("put.committed");
         rec.set_touch(Some(i));
         let sv = self.s.slot(i);
         let odd = seqlock::write_begin(sv.seq());
-        Self::write_fields(sv, e);
+        Self::write_fields(sv, key, val, expires_ms, flags);
         failpoint!("put.applying");
         // An update of the same key leaves the control byte as it is: storing it anyway would
         // invalidate the line in every reader's cache (64 slots share it).
-        if self.s.ctrl_of(i, Ordering::Relaxed) != e.tag {
-            self.set_ctrl(i, e.tag);
+        if self.s.ctrl_of(i, Ordering::Relaxed) != tag {
+            self.set_ctrl(i, tag);
         }
         seqlock::write_end(sv.seq(), odd);
         failpoint!("put.published");
@@ -111,8 +156,9 @@ impl Locked<'_> {
         rec.idle();
     }
 
-    /// Removes the entry in slot `i`.
-    pub(crate) fn remove(&self, i: usize) {
+    /// Removes the entry in slot `i`, then frees its heap value.
+    pub(crate) fn remove(&self, i: usize) -> Result<()> {
+        let old = self.stored(i)?;
         let g = self.s.group(i / GROUP_WIDTH).load(Ordering::Relaxed);
         // EMPTY only if the group already stops lookups (has another EMPTY byte).
         let b = if ctrl::match_empty(g) != 0 {
@@ -131,6 +177,11 @@ impl Locked<'_> {
         if b == ctrl::DELETED {
             self.add_len(shard::TOMBSTONES, 1);
         }
+        if let Some(old) = old {
+            failpoint!("delete.freeing");
+            self.free_value(&old)?;
+        }
+        Ok(())
     }
 
     /// Changes slot `i`'s expiry.
@@ -167,17 +218,20 @@ impl Locked<'_> {
     ) -> Result<()> {
         if let Some(i) = lk.slot {
             self.bump(Stat::Expirations);
-            self.overwrite(i, e);
+            self.overwrite(i, e, now)?;
             self.bump(Stat::Sets);
             return Ok(());
         }
         let max = self.l().max_entries_per_shard;
-        if self.s.len() >= max {
-            self.sweep_expired(now, SWEEP_BUDGET);
+        let mut free = lk.free;
+        if self.s.len() >= max && self.sweep_expired(now, SWEEP_BUDGET)? > 0 && free.is_none() {
+            // The sweep may have freed a slot on this key's path.
+            free = self.lookup(e.key, p).free;
         }
         if self.s.len() < max {
-            if let Some(f) = lk.free {
-                self.insert_free(f, e);
+            if let Some(f) = free {
+                let val = self.store_value(f, e.value, now)?;
+                self.insert_free(f, e, &val);
                 self.bump(Stat::Sets);
                 return Ok(());
             }
@@ -193,7 +247,7 @@ impl Locked<'_> {
                 m &= m - 1;
                 if self.slot_expired(i, now) {
                     self.bump(Stat::Expirations);
-                    self.overwrite(i, e);
+                    self.overwrite(i, e, now)?;
                     self.bump(Stat::Sets);
                     return Ok(());
                 }
@@ -213,8 +267,8 @@ impl Locked<'_> {
         match (self.l().geo.policy, unreferenced.or(first_full)) {
             (WhenFull::Evict, Some(victim)) => {
                 failpoint!("evict.chosen");
+                self.overwrite(victim, e, now)?;
                 self.bump(Stat::Evictions);
-                self.overwrite(victim, e);
                 self.bump(Stat::Sets);
                 Ok(())
             }
@@ -227,14 +281,14 @@ impl Locked<'_> {
 
     /// Deletes up to `budget` slots' worth of expired entries, continuing where the last sweep
     /// of this shard stopped. Returns how many were removed.
-    pub(crate) fn sweep_expired(&self, now: &LazyNow<'_>, budget: usize) -> usize {
+    pub(crate) fn sweep_expired(&self, now: &LazyNow<'_>, budget: usize) -> Result<usize> {
         let n = self.l().slots_per_shard;
         let cursor = self.s.hdr_u64(shard::SWEEP_CURSOR);
         let mut i = (cursor.load(Ordering::Relaxed) % n as u64) as usize;
         let mut removed = 0;
         for _ in 0..budget.min(n) {
             if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && self.slot_expired(i, now) {
-                self.remove(i);
+                self.remove(i)?;
                 failpoint!("sweep.removed");
                 self.bump(Stat::Expirations);
                 removed += 1;
@@ -242,7 +296,7 @@ impl Locked<'_> {
             i = if i + 1 == n { 0 } else { i + 1 };
         }
         cursor.store(i as u64, Ordering::Relaxed);
-        removed
+        Ok(removed)
     }
 
     /// Appends to `out` the live keys starting with `prefix` in slots `from..`, stopping after
@@ -301,7 +355,7 @@ impl Locked<'_> {
             raw::load_bytes(sv.key_words(prefix.len()), prefix.len(), &mut key);
             if key == prefix {
                 let expired = self.slot_expired(i, now);
-                self.remove(i);
+                self.remove(i)?;
                 failpoint!("prefix.removed");
                 if expired {
                     self.bump(Stat::Expirations);
@@ -315,17 +369,17 @@ impl Locked<'_> {
     }
 
     /// Removes every expired entry of the shard.
-    pub(crate) fn flush_expired(&self, now: &LazyNow<'_>) -> usize {
+    pub(crate) fn flush_expired(&self, now: &LazyNow<'_>) -> Result<usize> {
         let mut removed = 0;
         for i in 0..self.l().slots_per_shard {
             if ctrl::is_full(self.s.ctrl_of(i, Ordering::Relaxed)) && self.slot_expired(i, now) {
-                self.remove(i);
+                self.remove(i)?;
                 failpoint!("flush.removed");
                 self.bump(Stat::Expirations);
                 removed += 1;
             }
         }
-        removed
+        Ok(removed)
     }
 
     /// Empties the shard (atomically: a crash midway is finished by repair). Returns how many
@@ -333,6 +387,7 @@ impl Locked<'_> {
     pub(crate) fn clear(&self) -> u64 {
         let (before, _) = self.count_ctrl();
         let rec = self.s.rec();
+        self.touch_heap();
         rec.commit_clear();
         self.redo_clear();
         rec.idle();
@@ -351,6 +406,7 @@ impl Locked<'_> {
         self.s
             .hdr_u64(shard::TOMBSTONES)
             .store(0, Ordering::Relaxed);
+        self.s.pool().reset();
         self.s.rec().set_touch(None);
     }
 }
