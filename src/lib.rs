@@ -172,7 +172,10 @@ pub use primitives::namespace::Namespace;
 pub use primitives::ratelimit::{Decision, RateLimiter};
 pub use primitives::workers::{Gauge, Worker, WorkerInfo, Workers, MAX_LABEL, MAX_WORKERS};
 #[doc(hidden)]
-pub use region::inspect::{CountField, CounterField, PartKind, RegionPart, RepairField, SlotField};
+pub use region::inspect::{
+    CountField, CounterField, DescField, PartKind, PoolField, RegionPart, RepairField, SlotField,
+    ValuePart,
+};
 pub use region::Origin;
 pub use stats::Stats;
 pub use store::{Store, Ttl};

@@ -163,9 +163,32 @@ impl Store {
     }
 
     /// Named byte ranges of the region (header fields, mutexes, counter records, repair
-    /// records, control bytes, slot fields), for tests and fuzzers that corrupt it on purpose.
+    /// records, control bytes, slot fields; per shard the heap's pool header fields, used and
+    /// partial-page maps, page descriptors and pages), for tests and fuzzers that corrupt it on
+    /// purpose. About seven parts per slot and four per heap page.
     #[doc(hidden)]
     pub fn layout_map(&self) -> Vec<RegionPart> {
         inspect::layout_map(self.region.layout())
+    }
+
+    /// Where the heap bytes of `key`'s value are (its blocks' headers and bytes, its extent's
+    /// piece locators, its whole pages), for tests that corrupt a value on purpose: empty if
+    /// the key is absent, expired, or its value (at most 24 bytes) is stored in its slot. Takes
+    /// the key's shard lock; `Corrupted` if the slot's value does not decode.
+    #[doc(hidden)]
+    pub fn value_parts(&self, key: &[u8]) -> Result<Vec<RegionPart>> {
+        self.check_key(key)?;
+        let p = self.place(key);
+        let lk = self.lock_shard(&p)?;
+        let now = self.now();
+        let Some(i) = lk.lookup(key, p).live(&now) else {
+            return Ok(Vec::new());
+        };
+        Ok(match lk.stored(i)? {
+            Some(v) => {
+                inspect::value_parts(self.region.raw(), self.region.layout(), p.shard, i, &v)
+            }
+            None => Vec::new(),
+        })
     }
 }
