@@ -81,6 +81,114 @@ pub const POINTS: &[(&str, &str)] = &[
         "counter.named",
         "counter registration: name written, entry not yet live",
     ),
+    (
+        "put.freeing",
+        "overwrite: new value published, the old value's heap blocks not yet freed",
+    ),
+    (
+        "delete.freeing",
+        "delete: slot removed, its heap blocks not yet freed",
+    ),
+    (
+        "clear.heap_reset",
+        "clear: control groups zeroed and the heap reset, record still busy",
+    ),
+    (
+        "heap.stored",
+        "heap: a new value's blocks written, not yet published",
+    ),
+    (
+        "heap.reclaimed",
+        "heap: an expired entry removed to make room",
+    ),
+    (
+        "heap.evicting",
+        "heap: CLOCK chose a victim to make room, not yet removed",
+    ),
+    (
+        "heap.evicted",
+        "heap: a victim evicted to make room, the new value not yet stored",
+    ),
+    (
+        "heap.rebuild_reset",
+        "repair: heap metadata reset, no value marked yet",
+    ),
+    (
+        "heap.rebuild_marked",
+        "repair: one more value's blocks marked in the rebuilt heap",
+    ),
+    (
+        "repair.heap_rebuilt",
+        "repair: heap metadata rebuilt, dirty flag still set",
+    ),
+    (
+        "compact.draining",
+        "compaction: a page taken out of its partial map, no block moved yet",
+    ),
+    (
+        "compact.copied",
+        "compaction: a block copied, its slot not yet re-pointed",
+    ),
+    (
+        "compact.moved",
+        "compaction: slot re-pointed, the old block not yet freed",
+    ),
+    (
+        "compact.block_freed",
+        "compaction: a moved tail's old block freed, its old extent not yet",
+    ),
+    (
+        "value.block_written",
+        "heap value: a direct value's block written, value bytes not counted",
+    ),
+    (
+        "value.piece_written",
+        "heap value: one more piece of a large value written",
+    ),
+    (
+        "value.extent_listing",
+        "heap value: one more piece locator written into the extent",
+    ),
+    (
+        "value.undoing",
+        "heap value: no room for the next piece, the pieces taken not yet freed",
+    ),
+    (
+        "value.part_freed",
+        "heap value: one more block or page of a value freed",
+    ),
+    (
+        "pool.page_taken",
+        "page pool: a page marked used, its descriptor not yet written",
+    ),
+    (
+        "pool.class_page",
+        "page pool: a fresh page given a class, its counters not yet updated",
+    ),
+    (
+        "pool.large_taken",
+        "page pool: a whole page marked large, owner and piece not yet written",
+    ),
+    (
+        "pool.block_taken",
+        "page pool: a block's bit set, counters and maps not yet updated",
+    ),
+    (
+        "pool.block_counted",
+        "page pool: a block counted, its header not yet written",
+    ),
+    (
+        "pool.block_freed",
+        "page pool: a block's bit cleared, counters and maps not yet updated",
+    ),
+    (
+        "pool.page_emptied",
+        "page pool: an emptied page uncounted, not yet marked free",
+    ),
+    (
+        "pool.large_freed",
+        "page pool: a whole page marked free, its used bit still set",
+    ),
 ];
 
 /// What an armed failpoint does.

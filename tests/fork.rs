@@ -39,6 +39,7 @@ fn main() {
             file_region_recovered_by_sole_opener,
         ),
         ("crash_in_every_operation", crash_in_every_operation),
+        ("crash_at_every_heap_step", crash_at_every_heap_step),
         (
             "woken_waiter_killed_does_not_strand_the_others",
             woken_waiter_killed_does_not_strand_the_others,
@@ -985,4 +986,617 @@ fn woken_waiter_killed_does_not_strand_the_others() {
     assert_eq!(store.get(b"other:2").unwrap().unwrap(), b"w");
     assert_eq!(store.get(b"victim").unwrap().unwrap(), b"new");
     assert!(store.verify().unwrap().is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash at every step of the value heap: whole-store before/after checks and exact space
+// accounting.
+//
+// Each case builds a file-backed store, copies the file to get an identical twin, runs the
+// operation to completion on the twin (the "after" state), then forks a child that runs the
+// same operation on the original and parks at the case's failpoint. While it is parked (holding
+// the shard lock, the heap half-changed) the parent reads every key without the lock; then it
+// SIGKILLs the child, lets verify() repair, and checks the whole store: every key holds its
+// value from before or from after (the whole store is one of the two for single-key
+// operations), verify() is clean, the heap's value bytes match the live values, and the heap's
+// free bytes are exactly the heap size minus what the live values take. The value sizes used
+// here all fall in size classes whose blocks tile a page exactly (powers of two), so that last
+// figure does not depend on where values were placed: any leaked or doubly used block shows.
+
+/// The heap's size classes (src/heap/class.rs), copied as the oracle of the space check.
+const CLASSES: [usize; 21] = [
+    64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 288, 336, 400, 448, 512, 576, 672, 816, 1024,
+    1360, 2048,
+];
+const PAGE: usize = 4096;
+const INLINE_MAX: usize = 24;
+const MAX_BLOCK_PAYLOAD: usize = 2040;
+
+/// Bytes of a block of the smallest class that holds `bytes`; the test's sizes must use
+/// classes that waste nothing per page.
+fn block_for(bytes: usize) -> usize {
+    let c = *CLASSES.iter().find(|&&c| c >= bytes).expect("fits a block");
+    assert!(
+        c.is_power_of_two(),
+        "test value sizes must use zero-waste classes ({bytes} -> {c})"
+    );
+    c
+}
+
+/// Heap bytes a value of `len` bytes takes (its blocks at their class size, its whole pages).
+fn footprint(len: usize) -> usize {
+    if len <= INLINE_MAX {
+        return 0;
+    }
+    if len <= MAX_BLOCK_PAYLOAD {
+        return block_for(len + 8);
+    }
+    let (mut pages, rem) = (len / PAGE, len % PAGE);
+    let tails: Vec<usize> = match rem {
+        0 => vec![],
+        r if r <= MAX_BLOCK_PAYLOAD => vec![r],
+        r if r <= 2 * MAX_BLOCK_PAYLOAD => vec![MAX_BLOCK_PAYLOAD, r - MAX_BLOCK_PAYLOAD],
+        _ => {
+            pages += 1;
+            vec![]
+        }
+    };
+    pages * PAGE
+        + tails.iter().map(|t| block_for(t + 8)).sum::<usize>()
+        + block_for(8 + 4 * (pages + tails.len()))
+}
+
+// Value sizes: inline, one block of each zero-waste class, and large values of every shape.
+const INL: usize = 8;
+const S64: usize = 40; // also 25 (the shortest heap value)
+const S128: usize = 120;
+const S256: usize = 240;
+const S512: usize = 500;
+const S1K: usize = 1000;
+const S2K: usize = 2040;
+const P2: usize = 2 * PAGE; // two whole pages
+const P1T: usize = PAGE + 1000; // a page and a tail
+const P1TT: usize = PAGE + 3040; // a page and two tails
+const P3S: usize = 3 * PAGE + 4090; // four pages, the last one short
+
+/// A value whose bytes depend on its key, generation and length.
+fn val(key: &str, gen: u32, len: usize) -> Vec<u8> {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ u64::from(gen) << 32 ^ len as u64;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (0..len)
+        .map(|i| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            (h >> (i % 8)) as u8
+        })
+        .collect()
+}
+
+fn set_v(
+    s: &Store,
+    key: &str,
+    gen: u32,
+    len: usize,
+    ttl: Option<Duration>,
+) -> shmstate::Result<()> {
+    s.set(key.as_bytes(), &val(key, gen, len), ttl)
+}
+
+/// 200 entries, one shard, 50 heap pages (200 KiB).
+fn heap_roomy() -> Config {
+    Config::new()
+        .capacity(200)
+        .shards(1)
+        .max_value_len(16384)
+        .lock_timeout(Duration::from_millis(100))
+}
+
+/// Two shards of 25 heap pages each.
+fn heap_two_shards() -> Config {
+    heap_roomy().shards(2)
+}
+
+/// 64 entries, one shard, 16 heap pages (64 KiB): small enough to fill in a few writes.
+fn heap_tight() -> Config {
+    Config::new()
+        .capacity(64)
+        .shards(1)
+        .max_value_len(16384)
+        .lock_timeout(Duration::from_millis(100))
+}
+
+fn heap_tight_evict() -> Config {
+    heap_tight().when_full(WhenFull::Evict)
+}
+
+/// Keys of every shape (the 256-byte class is left out so that writing one takes a fresh
+/// page; the 512-byte value is alone in its page).
+fn seed_mixed(s: &Store, _: &ManualClock) {
+    let sizes = [
+        ("m:i8", INL),
+        ("m:i24", INLINE_MAX),
+        ("m:s25", 25),
+        ("m:s64", S64),
+        ("m:s64b", S64),
+        ("m:s128", S128),
+        ("m:s512", S512),
+        ("m:s1k", S1K),
+        ("m:s1kb", S1K),
+        ("m:s2k", S2K),
+        ("m:p2", P2),
+        ("m:p1t", P1T),
+        ("m:p1tt", P1TT),
+        ("m:p3s", P3S),
+    ];
+    for (k, len) in sizes {
+        set_v(s, k, 0, len, None).unwrap();
+    }
+}
+
+/// `seed_mixed` plus a large value that has expired.
+fn seed_expired_large(s: &Store, c: &ManualClock) {
+    seed_mixed(s, c);
+    set_v(s, "ttl:p2", 0, P2, Some(Duration::from_secs(1))).unwrap();
+    c.advance(Duration::from_secs(2));
+}
+
+/// `seed_mixed` plus six large values that have expired.
+fn seed_many_expired(s: &Store, c: &ManualClock) {
+    seed_mixed(s, c);
+    for i in 0..6 {
+        set_v(s, &format!("ttl:{i}"), 0, P1T, Some(Duration::from_secs(1))).unwrap();
+    }
+    c.advance(Duration::from_secs(2));
+}
+
+/// Two-page values until the heap is full (Refuse: the next is refused; Evict: one was
+/// evicted). Every other one expires after a second when `with_ttl`.
+fn fill_pages(s: &Store, with_ttl: bool) {
+    for i in 0..64u32 {
+        let ttl = (with_ttl && i % 2 == 0).then_some(Duration::from_secs(1));
+        match set_v(s, &format!("f:{i}"), 0, P2, ttl) {
+            Ok(()) if s.stats().evictions == 0 => {}
+            Ok(()) | Err(Error::Full) => return,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+    panic!("the heap never filled");
+}
+
+/// A full heap whose 1 KiB-class pages are half empty and hold only the tails of large values,
+/// and no free page: a new large value needs compaction, which moves tails (each move writes a
+/// new extent).
+fn seed_sparse_tails(s: &Store, _: &ManualClock) {
+    let mut pairs = 0;
+    for i in 0..64 {
+        if set_v(s, &format!("a:{i}"), 0, P1T, None).is_err() {
+            break;
+        }
+        if set_v(s, &format!("d:{i}"), 0, S1K, None).is_err() {
+            break;
+        }
+        pairs += 1;
+    }
+    assert!(pairs >= 4, "fill: {pairs}");
+    for i in 0..=pairs {
+        s.delete(format!("d:{i}").as_bytes()).unwrap();
+    }
+    let st = s.stats();
+    assert_eq!(
+        st.heap_free_bytes, st.heap_partial_free_bytes,
+        "no free page left"
+    );
+}
+
+/// A full heap of 1 KiB values, half of them deleted so that every page is half empty.
+fn seed_sparse_blocks(s: &Store, _: &ManualClock) {
+    let mut n = 0;
+    while n < 200 && set_v(s, &format!("b:{n}"), 0, S1K, None).is_ok() {
+        n += 1;
+    }
+    for i in (0..n).step_by(2) {
+        s.delete(format!("b:{i}").as_bytes()).unwrap();
+    }
+    let st = s.stats();
+    assert_eq!(
+        st.heap_free_bytes, st.heap_partial_free_bytes,
+        "no free page left"
+    );
+}
+
+type HeapOp = fn(&Store);
+
+/// One heap crash case. The child runs `op` and parks at the `after + 1`-th hit of `point`.
+/// With `first`, a first child runs `op` and is killed at that point, then a second child
+/// runs `op2` (whose lock repairs the first's shard) and parks at `point`: a repairer killed
+/// mid-repair.
+struct HeapCase {
+    name: &'static str,
+    point: &'static str,
+    after: u32,
+    config: fn() -> Config,
+    setup: fn(&Store, &ManualClock),
+    op: HeapOp,
+    /// Whether the operation touches one key only: then the whole store must be either the
+    /// state before or after it.
+    atomic: bool,
+    first: Option<(&'static str, u32)>,
+    op2: HeapOp,
+}
+
+impl HeapCase {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: &'static str,
+        point: &'static str,
+        after: u32,
+        config: fn() -> Config,
+        setup: fn(&Store, &ManualClock),
+        op: HeapOp,
+    ) -> Self {
+        HeapCase {
+            name,
+            point,
+            after,
+            config,
+            setup,
+            op,
+            atomic: true,
+            first: None,
+            op2: |_| {},
+        }
+    }
+    fn per_key(mut self) -> Self {
+        self.atomic = false;
+        self
+    }
+    fn repaired_by(mut self, first: (&'static str, u32), op2: HeapOp) -> Self {
+        self.first = Some(first);
+        self.op2 = op2;
+        self
+    }
+}
+
+fn set_new_direct(s: &Store) {
+    set_v(s, "new", 1, S256, None).unwrap();
+}
+fn set_new_large(s: &Store) {
+    set_v(s, "new", 1, P1TT, None).unwrap();
+}
+fn overwrite_large_with_direct(s: &Store) {
+    set_v(s, "m:p2", 1, S1K, None).unwrap();
+}
+fn delete_large(s: &Store) {
+    assert!(s.delete(b"m:p3s").unwrap());
+}
+fn delete_lonely_block(s: &Store) {
+    assert!(s.delete(b"m:s512").unwrap());
+}
+fn cas_large_to_large(s: &Store) {
+    let old = val("m:p1t", 0, P1T);
+    assert!(s
+        .compare_and_swap(b"m:p1t", Some(&old), Some(&val("m:p1t", 1, P2)), None)
+        .unwrap());
+}
+fn cas_delete_large(s: &Store) {
+    let old = val("m:p1tt", 0, P1TT);
+    assert!(s
+        .compare_and_swap(b"m:p1tt", Some(&old), None, None)
+        .unwrap());
+}
+fn incr_over_expired_large(s: &Store) {
+    assert_eq!(s.incr(b"ttl:p2", 5, None).unwrap(), 5);
+}
+fn overwrite_inline_with_large(s: &Store) {
+    set_v(s, "m:i8", 1, P3S, None).unwrap();
+}
+fn set_big_needing_room(s: &Store) {
+    set_v(s, "big", 1, P2, None).unwrap();
+}
+fn set_big_evicting(s: &Store) {
+    set_v(s, "big", 1, P3S, None).unwrap();
+}
+fn overwrite_refused(s: &Store) {
+    assert!(matches!(set_v(s, "f:0", 1, P3S, None), Err(Error::Full)));
+}
+fn flush(s: &Store) {
+    assert_eq!(s.flush_expired().unwrap(), 6);
+}
+fn clear_all(s: &Store) {
+    s.clear().unwrap();
+}
+fn small_write(s: &Store) {
+    s.set(b"m:i8", b"x", None).unwrap();
+}
+fn delete_prefix_m(s: &Store) {
+    assert_eq!(s.delete_prefix(b"m:s").unwrap(), 8);
+}
+
+#[rustfmt::skip] // a table: one case per line
+fn heap_cases() -> Vec<HeapCase> {
+    use HeapCase as C;
+    let roomy = heap_roomy as fn() -> Config;
+    let tight = heap_tight as fn() -> Config;
+    let mixed = seed_mixed as fn(&Store, &ManualClock);
+    vec![
+        // A new direct value in a class that has no page yet.
+        C::new("new direct value: page taken", "pool.page_taken", 0, roomy, mixed, set_new_direct),
+        C::new("new direct value: page classed", "pool.class_page", 0, roomy, mixed, set_new_direct),
+        C::new("new direct value: block bit set", "pool.block_taken", 0, roomy, mixed, set_new_direct),
+        C::new("new direct value: block counted", "pool.block_counted", 0, roomy, mixed, set_new_direct),
+        C::new("new direct value: bytes written", "value.block_written", 0, roomy, mixed, set_new_direct),
+        C::new("new direct value: stored, unpublished", "heap.stored", 0, roomy, mixed, set_new_direct),
+        C::new("new direct value: published", "insert.published", 0, roomy, mixed, set_new_direct),
+        // A new large value: a whole page, two tails, an extent.
+        C::new("new large value: page marked large", "pool.large_taken", 0, roomy, mixed, set_new_large),
+        C::new("new large value: first piece written", "value.piece_written", 0, roomy, mixed, set_new_large),
+        C::new("new large value: last piece written", "value.piece_written", 2, roomy, mixed, set_new_large),
+        C::new("new large value: extent half listed", "value.extent_listing", 1, roomy, mixed, set_new_large),
+        C::new("new large value: stored, unpublished", "heap.stored", 0, roomy, mixed, set_new_large),
+        C::new("inline value overwritten by a large one", "value.extent_listing", 3, roomy, mixed, overwrite_inline_with_large),
+        C::new("inline value overwritten by a large one: committed", "put.committed", 0, roomy, mixed, overwrite_inline_with_large),
+        // Overwrites and deletes free the old value.
+        C::new("large overwritten by direct: old not freed", "put.freeing", 0, roomy, mixed, overwrite_large_with_direct),
+        C::new("large overwritten by direct: extent freed", "value.part_freed", 0, roomy, mixed, overwrite_large_with_direct),
+        C::new("large overwritten by direct: page half freed", "pool.large_freed", 0, roomy, mixed, overwrite_large_with_direct),
+        C::new("delete large: slot removed, blocks not freed", "delete.freeing", 0, roomy, mixed, delete_large),
+        C::new("delete large: extent block half freed", "pool.block_freed", 0, roomy, mixed, delete_large),
+        C::new("delete large: second page half freed", "pool.large_freed", 1, roomy, mixed, delete_large),
+        C::new("delete large: three parts freed", "value.part_freed", 2, roomy, mixed, delete_large),
+        C::new("delete a page's only block: page half freed", "pool.page_emptied", 0, roomy, mixed, delete_lonely_block),
+        C::new("compare_and_swap large to large: stored", "heap.stored", 0, roomy, mixed, cas_large_to_large),
+        C::new("compare_and_swap large to large: old not freed", "put.freeing", 0, roomy, mixed, cas_large_to_large),
+        C::new("compare_and_swap delete large: part freed", "value.part_freed", 1, roomy, mixed, cas_delete_large),
+        C::new("incr over an expired large value: old not freed", "put.freeing", 0, roomy, seed_expired_large, incr_over_expired_large),
+        C::new("incr over an expired large value: page half freed", "pool.large_freed", 1, roomy, seed_expired_large, incr_over_expired_large),
+        C::new("flush_expired of large values: mid-free", "value.part_freed", 4, roomy, seed_many_expired, flush),
+        C::new("flush_expired of large values: one removed", "delete.freeing", 2, roomy, seed_many_expired, flush).per_key(),
+        C::new("delete_prefix over every shape", "delete.freeing", 3, roomy, mixed, delete_prefix_m).per_key(),
+        // Making room: expired entries, compaction, eviction, refusal.
+        C::new("reclaim expired for space: first removed", "heap.reclaimed", 0, tight, |s, c| {
+            fill_pages(s, true);
+            c.advance(Duration::from_secs(2));
+        }, set_big_needing_room),
+        C::new("reclaim expired for space: second removed", "heap.reclaimed", 1, tight, |s, c| {
+            fill_pages(s, true);
+            c.advance(Duration::from_secs(2));
+        }, set_big_needing_room),
+        C::new("compaction of tails: page draining", "compact.draining", 0, tight, seed_sparse_tails, set_big_needing_room),
+        C::new("compaction of tails: first copy", "compact.copied", 0, tight, seed_sparse_tails, set_big_needing_room),
+        C::new("compaction of tails: first move published", "compact.moved", 0, tight, seed_sparse_tails, set_big_needing_room),
+        C::new("compaction of tails: old tail freed, old extent not", "compact.block_freed", 0, tight, seed_sparse_tails, set_big_needing_room),
+        C::new("compaction of tails: third copy", "compact.copied", 2, tight, seed_sparse_tails, set_big_needing_room),
+        C::new("compaction of tails: new value undone once", "value.undoing", 1, tight, seed_sparse_tails, set_big_needing_room),
+        C::new("compaction of tails: stored after compaction", "heap.stored", 0, tight, seed_sparse_tails, set_big_needing_room),
+        C::new("compaction of blocks: first move published", "compact.moved", 0, tight, seed_sparse_blocks, set_big_needing_room),
+        C::new("compaction of blocks: fifth copy", "compact.copied", 4, tight, seed_sparse_blocks, set_big_needing_room),
+        C::new("compaction of blocks: emptied page half freed", "pool.page_emptied", 0, tight, seed_sparse_blocks, set_big_needing_room),
+        C::new("evict for space: victim chosen", "heap.evicting", 0, heap_tight_evict, |s, _| fill_pages(s, false), set_big_evicting).per_key(),
+        C::new("evict for space: first victim removed", "heap.evicted", 0, heap_tight_evict, |s, _| fill_pages(s, false), set_big_evicting).per_key(),
+        C::new("evict for space: second victim chosen", "heap.evicting", 1, heap_tight_evict, |s, _| fill_pages(s, false), set_big_evicting).per_key(),
+        C::new("evict for space: victim's blocks not freed", "delete.freeing", 0, heap_tight_evict, |s, _| fill_pages(s, false), set_big_evicting).per_key(),
+        C::new("refused overwrite: pieces being undone", "value.undoing", 0, tight, |s, _| fill_pages(s, false), overwrite_refused),
+        C::new("refused overwrite: a taken page half freed", "pool.large_freed", 0, tight, |s, _| fill_pages(s, false), overwrite_refused),
+        // Clear resets the heap with the table.
+        C::new("clear: heap reset", "clear.heap_reset", 0, heap_two_shards, mixed, clear_all).per_key(),
+        // A repairer killed while rebuilding the heap after a writer died mid-allocation.
+        C::new("repairer killed: heap reset", "heap.rebuild_reset", 0, roomy, mixed, set_new_large)
+            .repaired_by(("value.piece_written", 1), small_write),
+        C::new("repairer killed: values half marked", "heap.rebuild_marked", 5, roomy, mixed, set_new_large)
+            .repaired_by(("pool.large_taken", 0), small_write),
+        C::new("repairer killed: heap rebuilt, not clean", "repair.heap_rebuilt", 0, roomy, mixed, overwrite_large_with_direct)
+            .repaired_by(("put.freeing", 0), small_write),
+        C::new("repairer killed mid-rebuild after a dead compaction", "heap.rebuild_marked", 3, tight, seed_sparse_tails, set_big_needing_room)
+            .repaired_by(("compact.moved", 1), small_write),
+    ]
+}
+
+/// Sum of the heap bytes of the values in `s`.
+fn heap_payload(s: &Snapshot) -> u64 {
+    s.values()
+        .filter(|v| v.len() > INLINE_MAX)
+        .map(|v| v.len() as u64)
+        .sum()
+}
+
+fn heap_footprint(s: &Snapshot) -> u64 {
+    s.values().map(|v| footprint(v.len()) as u64).sum()
+}
+
+/// The heap accounting of a quiescent store with no expired entries left: value bytes are the
+/// live values' bytes, free bytes the heap minus their footprint.
+fn assert_heap_exact(store: &Snapshot, st: &shmstate::Stats, what: &str) {
+    assert_eq!(st.value_bytes, heap_payload(store), "{what}: value bytes");
+    assert_eq!(
+        st.heap_free_bytes,
+        st.heap_bytes - heap_footprint(store),
+        "{what}: free heap bytes (heap {}, live values take {})",
+        st.heap_bytes,
+        heap_footprint(store)
+    );
+}
+
+fn crash_at_every_heap_step() {
+    let cases = heap_cases();
+    for case in &cases {
+        run_heap_case(case);
+    }
+    println!("  ({} heap crash cases)", cases.len());
+}
+
+fn run_heap_case(case: &HeapCase) {
+    let name = case.name;
+    let dir = TempDir::new("heapcrash");
+    let path = dir.file("store");
+    let t0 = 1_000_000;
+    let clock = ManualClock::new(t0);
+    let store = Store::create_file(&path, &(case.config)())
+        .unwrap()
+        .with_clock(Clock::Manual(clock.clone()));
+    (case.setup)(&store, &clock);
+    let rep = store.verify().unwrap();
+    assert!(rep.is_ok(), "{name}: setup: {rep}");
+    let before = snapshot(&store);
+    let before_stats = store.stats();
+    let expired_bytes = before_stats.value_bytes - heap_payload(&before);
+
+    // The twin: the same bytes, the operation run to completion.
+    let twin_path = dir.file("twin");
+    std::fs::copy(&path, &twin_path).unwrap();
+    let after = {
+        let twin = Store::open_file(&twin_path)
+            .unwrap()
+            .with_clock(Clock::Manual(ManualClock::new(clock.now_ms())));
+        (case.op)(&twin);
+        let rep = twin.verify().unwrap();
+        assert!(rep.is_ok(), "{name}: twin: {rep}");
+        let after = snapshot(&twin);
+        twin.flush_expired().unwrap();
+        assert_heap_exact(&after, &twin.stats(), &format!("{name}: twin"));
+        after
+    };
+    let recoveries = store.stats().lock_recoveries;
+
+    // The crash.
+    let mut expected_recoveries = 1;
+    if let Some((first, first_after)) = case.first {
+        let child = {
+            let store = store.clone();
+            let op = case.op;
+            spawn(move || {
+                failpoint::arm(first, Action::Kill, first_after);
+                op(&store);
+                panic!("failpoint {first} was not reached");
+            })
+        };
+        assert_eq!(
+            wait(child, Duration::from_secs(30)),
+            Exit::Signal(libc::SIGKILL),
+            "{name}: the first child should die at {first}"
+        );
+        exercised(first);
+        expected_recoveries = 2;
+    }
+    let (r, w) = pipe();
+    let child = {
+        let store = store.clone();
+        let op = if case.first.is_some() {
+            case.op2
+        } else {
+            case.op
+        };
+        let (point, after) = (case.point, case.after);
+        spawn(move || {
+            close(r);
+            failpoint::arm(point, Action::Park { notify_fd: w }, after);
+            op(&store);
+            panic!("failpoint {point} was not reached");
+        })
+    };
+    close(w);
+    if !read_byte(r, Duration::from_secs(20)) {
+        let how = wait(child, Duration::from_secs(5));
+        panic!(
+            "{name}: the child did not park at {} (hit {}): {how:?}",
+            case.point,
+            case.after + 1
+        );
+    }
+    close(r);
+    exercised(case.point);
+
+    // Parked with the heap half-changed: lock-free reads see each key's old or new value (a
+    // key whose slot the dead writer left mid-write may need the lock: a timeout).
+    let mut timeouts = 0;
+    for k in before.keys().chain(after.keys()) {
+        match store.get(k) {
+            Ok(v) => assert!(
+                v.as_ref() == before.get(k) || v.as_ref() == after.get(k),
+                "{name}: lock-free read of {} during the crash is neither old nor new",
+                String::from_utf8_lossy(k)
+            ),
+            Err(Error::LockTimeout { .. }) => {
+                assert_ne!(before.get(k), after.get(k), "{name}: untouched key locked");
+                timeouts += 1;
+            }
+            Err(e) => panic!("{name}: read during the crash: {e}"),
+        }
+    }
+    assert!(timeouts <= 2, "{name}: {timeouts} reads timed out");
+    kill(child);
+
+    // Recovery: verify() locks (and so repairs) every shard.
+    let rep = store.verify().unwrap();
+    assert!(rep.is_ok(), "{name}: after the crash: {rep}");
+    assert_eq!(
+        store.stats().lock_recoveries,
+        recoveries + expected_recoveries,
+        "{name}: recoveries"
+    );
+    let got = snapshot(&store);
+    let keys: std::collections::BTreeSet<&Vec<u8>> = before
+        .keys()
+        .chain(after.keys())
+        .chain(got.keys())
+        .collect();
+    for k in keys {
+        assert!(
+            got.get(k) == before.get(k) || got.get(k) == after.get(k),
+            "{name}: key {} is neither its old nor its new value",
+            String::from_utf8_lossy(k)
+        );
+    }
+    if case.atomic {
+        assert!(
+            got == before || got == after,
+            "{name}: a one-key operation left the store neither before nor after it"
+        );
+    }
+    // Value bytes: the live values' bytes, plus those of expired entries not reclaimed yet.
+    let st = store.stats();
+    let live = heap_payload(&got);
+    assert!(
+        st.value_bytes >= live && st.value_bytes <= live + expired_bytes,
+        "{name}: value bytes {} for {live} live (+ up to {expired_bytes} expired)",
+        st.value_bytes
+    );
+    store.flush_expired().unwrap();
+    assert_heap_exact(&got, &store.stats(), name);
+
+    // Deleting everything frees the whole heap; then the store takes a value of every shape.
+    for k in got.keys() {
+        assert!(store.delete(k).unwrap());
+    }
+    let st = store.stats();
+    assert_heap_exact(&Snapshot::new(), &st, &format!("{name}: emptied"));
+    assert_eq!(st.heap_free_bytes, st.heap_bytes, "{name}: emptied heap");
+    assert_eq!(store.len(), 0);
+    for (i, len) in [INL, S64, S1K, P1T, P3S].into_iter().enumerate() {
+        set_v(&store, &format!("next:{i}"), 2, len, None).unwrap();
+    }
+    assert_heap_exact(
+        &snapshot(&store),
+        &store.stats(),
+        &format!("{name}: next writes"),
+    );
+    let rep = store.verify().unwrap();
+    assert!(rep.is_ok(), "{name}: next writes: {rep}");
+    println!(
+        "  {name}: {} ({} keys changed)",
+        if got == after && got != before {
+            "after"
+        } else if got == before {
+            "before"
+        } else {
+            "partial"
+        },
+        before
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(*v))
+            .count()
+            + got.keys().filter(|k| !before.contains_key(*k)).count()
+    );
 }

@@ -319,6 +319,7 @@ impl<'a> Pool<'a> {
                     return corrupted("page pool: a page marked free is in use");
                 }
                 self.set_used(p, true);
+                failpoint!("pool.page_taken");
                 cursor.store(w as u64, Relaxed);
                 return Ok(Some(p));
             }
@@ -332,6 +333,7 @@ impl<'a> Pool<'a> {
             return Ok(None);
         };
         self.desc_u32(p, desc::KIND).store(desc::LARGE, Relaxed);
+        failpoint!("pool.large_taken");
         self.desc_u32(p, desc::OWNER).store(owner, Relaxed);
         self.desc_bits(p).store(u64::from(piece), Relaxed);
         Ok(Some(p))
@@ -377,6 +379,7 @@ impl<'a> Pool<'a> {
                     return Ok(None);
                 };
                 self.desc_u32(p, desc::KIND).store(1 + c as u32, Relaxed);
+                failpoint!("pool.class_page");
                 self.desc_u32(p, desc::OWNER).store(0, Relaxed);
                 self.desc_bits(p).store(0, Relaxed);
                 Self::add_u32(self.class_u32(hdr::CLASS_PAGES, c), 1);
@@ -391,8 +394,10 @@ impl<'a> Pool<'a> {
         let b = free.trailing_zeros();
         let nbits = bits | 1 << b;
         self.desc_bits(p).store(nbits, Relaxed);
+        failpoint!("pool.block_taken");
         Self::add_u32(self.class_u32(hdr::CLASS_USED, c), 1);
         self.set_partial(c, p, nbits != block_mask(c));
+        failpoint!("pool.block_counted");
         self.write_header(self.block_off(c, p, b), owner, piece);
         Ok(Some(Loc::Block { page: p, block: b }))
     }
@@ -408,10 +413,12 @@ impl<'a> Pool<'a> {
         }
         let nbits = bits & !(1 << b);
         self.desc_bits(p).store(nbits, Relaxed);
+        failpoint!("pool.block_freed");
         Self::add_u32(self.class_u32(hdr::CLASS_USED, c), -1);
         if nbits & block_mask(c) == 0 {
             self.set_partial(c, p, false);
             Self::add_u32(self.class_u32(hdr::CLASS_PAGES, c), -1);
+            failpoint!("pool.page_emptied");
             self.desc_u32(p, desc::KIND).store(desc::FREE, Relaxed);
             self.set_used(p, false);
         } else {
@@ -426,6 +433,7 @@ impl<'a> Pool<'a> {
             return corrupted("page pool: freeing a page that is not a large value's");
         }
         self.desc_u32(p, desc::KIND).store(desc::FREE, Relaxed);
+        failpoint!("pool.large_freed");
         self.set_used(p, false);
         Ok(())
     }

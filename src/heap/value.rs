@@ -54,6 +54,7 @@ pub(crate) fn store(pool: &Pool<'_>, owner: u32, bytes: &[u8]) -> Result<Option<
                 unreachable!()
             };
             r.write_bytes(pool.block_off(class, page, block) + BLOCK_HEADER, bytes);
+            failpoint!("value.block_written");
             pool.add_value_bytes(bytes.len() as i64);
             Ok(Some(loc.encode()))
         }
@@ -69,14 +70,17 @@ pub(crate) fn store(pool: &Pool<'_>, owner: u32, bytes: &[u8]) -> Result<Option<
                     Some(c) => pool.alloc_block(c, true, owner, i as u32)?,
                 };
                 let Some(loc) = loc else {
+                    failpoint!("value.undoing");
                     free_parts(pool, &got)?;
                     return Ok(None);
                 };
                 got.push((loc, class));
                 r.write_bytes(data_off(pool, loc, class), &bytes[at..at + len]);
+                failpoint!("value.piece_written");
                 at += len;
             }
             let Some(root) = pool.alloc_block(extent, true, owner, ROOT_PIECE)? else {
+                failpoint!("value.undoing");
                 free_parts(pool, &got)?;
                 return Ok(None);
             };
@@ -86,6 +90,7 @@ pub(crate) fn store(pool: &Pool<'_>, owner: u32, bytes: &[u8]) -> Result<Option<
             let ext = pool.block_off(extent, page, block);
             for (i, (loc, _)) in got.iter().enumerate() {
                 r.u32_at(piece_slot(ext, i)).store(loc.encode(), Relaxed);
+                failpoint!("value.extent_listing");
             }
             pool.add_value_bytes(bytes.len() as i64);
             Ok(Some(root.encode()))
@@ -110,6 +115,7 @@ fn free_parts(pool: &Pool<'_>, parts: &[(Loc, Option<usize>)]) -> Result<()> {
             (Loc::Block { page, block }, Some(c)) => pool.free_block(c, page, block)?,
             (Loc::Block { .. }, None) => unreachable!(),
         }
+        failpoint!("value.part_freed");
     }
     Ok(())
 }

@@ -212,6 +212,7 @@ impl Locked<'_> {
             hand.store(i as u64, Relaxed);
             failpoint!("heap.evicting");
             self.remove(cur)?;
+            failpoint!("heap.evicted");
             self.bump(Stat::Evictions);
             return Ok(true);
         }
@@ -235,6 +236,7 @@ impl Locked<'_> {
         let _ = protect; // moving a block keeps its entry: the protected slot may move too
         self.touch_heap();
         pool.set_draining(c, page, true);
+        failpoint!("compact.draining");
         let mut bits = bits;
         let mut moved_all = true;
         while bits != 0 {
@@ -348,6 +350,7 @@ impl Locked<'_> {
         failpoint!("compact.moved");
         pool.free_block(c, page, b)?;
         if let Some((ec, ep, eb)) = old_extent {
+            failpoint!("compact.block_freed");
             pool.free_block(ec, ep, eb)?;
         }
         Ok(true)
@@ -359,12 +362,14 @@ impl Locked<'_> {
         let pool = self.s.pool();
         pool.set_dirty(true);
         pool.reset();
+        failpoint!("heap.rebuild_reset");
         for i in 0..self.l().slots_per_shard {
             if !ctrl::is_full(self.s.ctrl_of(i, Relaxed)) {
                 continue;
             }
             if let Some(v) = self.stored(i)? {
                 value::mark(&pool, i as u32, &v)?;
+                failpoint!("heap.rebuild_marked");
             }
         }
         pool.finish_rebuild();

@@ -98,6 +98,7 @@ impl Locked<'_> {
         };
         self.overwrite_val(i, e.key, &val, e.expires_ms, e.tag, 0);
         if let Some(old) = old {
+            failpoint!("put.freeing");
             self.free_value(&old)?;
         }
         Ok(())
@@ -407,6 +408,7 @@ impl Locked<'_> {
             .hdr_u64(shard::TOMBSTONES)
             .store(0, Ordering::Relaxed);
         self.s.pool().reset();
+        failpoint!("clear.heap_reset");
         self.s.rec().set_touch(None);
     }
 }
