@@ -434,6 +434,8 @@ impl<'a> Pool<'a> {
         }
         self.desc_u32(p, desc::KIND).store(desc::FREE, Relaxed);
         failpoint!("pool.large_freed");
+        self.desc_u32(p, desc::OWNER).store(0, Relaxed);
+        self.desc_bits(p).store(0, Relaxed);
         self.set_used(p, false);
         Ok(())
     }

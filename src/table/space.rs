@@ -20,7 +20,9 @@ use super::{ctrl, Locked, Shard, Stat};
 use crate::clock::LazyNow;
 use crate::config::WhenFull;
 use crate::error::{Error, Result};
-use crate::heap::class::{blocks_per_page, Loc, CLASSES, NCLASSES, ROOT_PIECE};
+use crate::heap::class::{
+    block_mask, blocks_per_page, Loc, CLASSES, MAX_BLOCKS_PER_PAGE, NCLASSES, ROOT_PIECE,
+};
 use crate::heap::value::{self, Stored};
 use crate::heap::{Shape, BLOCK_HEADER, INLINE_MAX};
 use crate::region::layout::slot;
@@ -235,14 +237,22 @@ impl Locked<'_> {
         };
         let _ = protect; // moving a block keeps its entry: the protected slot may move too
         self.touch_heap();
+        let _ = bits;
         pool.set_draining(c, page, true);
         failpoint!("compact.draining");
-        let mut bits = bits;
         let mut moved_all = true;
-        while bits != 0 {
-            let b = bits.trailing_zeros();
-            bits &= bits - 1;
-            if !self.relocate(c, page, b)? {
+        // At most one move per block; the page's bits are read afresh each time (moving a tail
+        // frees its old extent, which may sit in this very page).
+        for _ in 0..MAX_BLOCKS_PER_PAGE {
+            // Out of the partial map, so no allocation lands in the page being emptied (a
+            // free puts it back there).
+            pool.set_draining(c, page, true);
+            let (kind, bits) = pool.page_state(page);
+            let bits = bits & block_mask(c);
+            if kind != 1 + c as u32 || bits == 0 {
+                break;
+            }
+            if !self.relocate(c, page, bits.trailing_zeros())? {
                 moved_all = false;
                 break;
             }

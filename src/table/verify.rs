@@ -185,7 +185,8 @@ impl Locked<'_> {
             if used_bit != (kind != desc::FREE) {
                 push(None, K::HeapMap { page: p });
             }
-            if kind == wkind && (kind == desc::LARGE || bits == wbits) {
+            // Only a class page's bits are a block map (a large page's hold its piece index).
+            if kind == wkind && (class.is_none() || bits == wbits) {
                 continue;
             }
             // Marked used beyond what the values reference: leaked; the other way: a value
