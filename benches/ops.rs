@@ -41,9 +41,12 @@ struct Tables {
 
 fn tables(n: usize, value_len: usize, with_baselines: bool) -> Tables {
     let value = vec![0xabu8; value_len];
+    // Room for the keys (and the inserts of set_insert_delete) with their values in the heap.
+    let per_entry = value_len as u64 + 256;
     let store = Store::anonymous(
         &Config::new()
             .capacity(n as u64 * 2)
+            .memory((n as u64 * 2 * per_entry).max(64 << 20))
             .max_key_len(16)
             .max_value_len(value_len as u32),
     )
@@ -268,7 +271,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
 
     counters(&mut c);
-    for value_len in [16usize, 256, 4096] {
+    for value_len in [16usize, 256, 4096, 65536] {
         let t = tables(SMALL, value_len, true);
         table_group(&mut c, &format!("small_v{value_len}"), &t, true, true);
     }

@@ -102,17 +102,53 @@ impl RawRegion {
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off).cast::<AtomicU64>(), n) }
     }
 
-    /// Appends `len` bytes at `off` (8-aligned) to `out`, with relaxed atomic loads. The bytes
-    /// may be torn by a concurrent writer: validate with the seqlock afterwards.
+    /// Appends `len` bytes at `off` (8-aligned) to `out`. The bytes may be torn by a
+    /// concurrent writer: validate with the seqlock afterwards. Short strings are copied with
+    /// relaxed atomic loads; long ones (heap values) with `copy_opaque` on x86-64.
     #[inline]
     pub(crate) fn read_bytes(&self, off: usize, len: usize, out: &mut Vec<u8>) {
-        load_bytes(self.words(off, len.div_ceil(8)), len, out);
+        let words = self.words(off, len.div_ceil(8));
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        if len >= OPAQUE_COPY_MIN {
+            out.reserve(len);
+            let start = out.len();
+            // SAFETY: 1. the source: `len` bytes at `off` are in the mapping (`words` checked
+            // ceil(len/8) words there); 2. the destination: `reserve(len)` made room for `len`
+            // bytes after `start`, and `out` is ours alone; 3. the two do not overlap (one is
+            // the mapping, the other a Vec's heap buffer).
+            unsafe {
+                copy_opaque(
+                    words.as_ptr().cast::<u8>(),
+                    out.as_mut_ptr().add(start),
+                    len,
+                );
+                // 4. all `len` bytes after `start` were written just above.
+                out.set_len(start + len);
+            }
+            return;
+        }
+        load_bytes(words, len, out);
     }
 
-    /// Writes `src` at `off` (8-aligned) with relaxed atomic stores, zero-padding the last word.
+    /// Writes `src` at `off` (8-aligned), zero-padding the last word: relaxed atomic stores for
+    /// short strings, `copy_opaque` for long ones on x86-64.
     #[inline]
     pub(crate) fn write_bytes(&self, off: usize, src: &[u8]) {
-        store_bytes(self.words(off, src.len().div_ceil(8)), src);
+        let words = self.words(off, src.len().div_ceil(8));
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        if src.len() >= OPAQUE_COPY_MIN {
+            let whole = src.len() / 8 * 8;
+            // SAFETY: 1. `whole <= src.len()` bytes are read from `src`; 2. they are written
+            // to the first `whole / 8` of `words`, in the mapping (checked above); 3. no
+            // overlap (a caller's slice is not the mapping: the region is never lent out as a
+            // slice).
+            unsafe { copy_opaque(src.as_ptr(), words.as_ptr().cast::<u8>().cast_mut(), whole) };
+            if whole < src.len() {
+                words[whole / 8].store(tail_word(&src[whole..]), Ordering::Relaxed);
+            }
+            return;
+        }
+        store_bytes(words, src);
     }
 
     /// A view of the slot at `off` (8-aligned) with `key_cap` and `val_cap` bytes of key and
@@ -314,6 +350,36 @@ pub(crate) fn words_eq(words: &[AtomicU64], key: &[u8]) -> bool {
 pub(crate) fn copy_words(src: &[AtomicU64], dst: &[AtomicU64]) {
     for (a, b) in src.iter().zip(dst) {
         b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Copies of at least this many bytes go through `copy_opaque` (x86-64, not Miri).
+const OPAQUE_COPY_MIN: usize = 1024;
+
+/// Copies `len` bytes with code the compiler cannot see into: `rep movsb`, as fast as
+/// `memcpy` for large copies on current x86-64 CPUs. A concurrent writer in another process may
+/// change the bytes during the copy; as with the relaxed atomic loads of [`load_bytes`], that
+/// can tear the copy (the seqlock says so afterwards) but is not a data race in the program's
+/// memory model: the assembly is opaque to the compiler, which can assume nothing about the
+/// bytes it moves (the approach of seqlock-protected copies such as the `atomic-memcpy`
+/// crate's). Elsewhere, and under Miri, the word-by-word atomic copies are used instead.
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `len` bytes, not overlapping.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline]
+unsafe fn copy_opaque(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: by the caller's contract; `rep movsb` copies `rcx` bytes from `rsi` to `rdi`
+    // forwards (the direction flag is clear on entry to `asm!`, as Rust guarantees on x86),
+    // touches no other memory and no flags, and does not use the stack.
+    unsafe {
+        std::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rsi") src => _,
+            inout("rdi") dst => _,
+            options(nostack, preserves_flags)
+        );
     }
 }
 
