@@ -1,7 +1,7 @@
 //! The hostile-region test: a forked child scribbles chosen bytes over one kind of part of a
 //! live, populated region (header fields, mutexes, counter records, statistics and scratch
-//! slots, repair records, counts, control bytes, slot headers, keys and values), then calls every
-//! operation. Each must return (`Ok` or a typed `Err`): a child that panics, dies by a signal or
+//! slots, repair records, counts, control bytes, slot headers, keys and values, the value heap's
+//! metadata, its blocks and pages), then calls every operation. Each must return (`Ok` or a typed `Err`): a child that panics, dies by a signal or
 //! runs past the watchdog fails the test with the scenario's name. Where the documentation
 //! promises more, the child also checks it: keys the bytes did not touch still read their exact
 //! values, `verify` reports what it should, and `clear` (or a sole-user reopen, for broken
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use common::forked::{self, close, pipe, spawn, wait, Exit};
 use common::{ShmName, TempDir};
 use shmstate::{
-    CountField, CounterField, PartKind, RegionPart, RepairField, SlotField, Store, WhenFull,
+    CountField, CounterField, DescField, PartKind, PoolField, RegionPart, RepairField, SlotField,
+    Store, ValuePart, WhenFull,
 };
 
 type TestFn = fn();
@@ -39,6 +40,9 @@ fn main() {
         ("control_bytes", control_bytes),
         ("slot_header", slot_header),
         ("key_value_bytes", key_value_bytes),
+        ("heap_metadata", heap_metadata),
+        ("heap_values", heap_values),
+        ("compaction", compaction),
         ("mixed", mixed),
         ("concurrent", concurrent),
     ];
@@ -54,8 +58,16 @@ fn main() {
 const LOCK_TIMEOUT: Duration = Duration::from_millis(20);
 const WATCHDOG: Duration = Duration::from_secs(10);
 const MAX_KEY: usize = 13; // key room 16: lengths 14..=16 fit the room but exceed the limit
-const MAX_VAL: usize = 30; // values of 25..=30 bytes live in the heap, shorter ones inline
+const MAX_VAL: usize = 10_000; // the limit; values longer than INLINE live in the heap
 const INLINE: usize = 24; // the slot's value field
+/// The numbered keys' values are 0..=SMALL bytes: 25..=SMALL in the heap (the smallest class).
+const SMALL: usize = 30;
+/// Region size: the index (capacity 64, 2 shards) and about 50 heap pages per shard.
+const MEMORY: u64 = 512 << 10;
+/// Heap values of the fixture besides the numbered keys' small ones: one block (100 bytes), two
+/// tail blocks (3 KiB), whole pages and a tail (9 KiB). `HEAP_KEYS` of each, `h<len>:<i>`.
+const HEAP_SHAPES: [usize; 3] = [100, 3 * 1024, 9 * 1024];
+const HEAP_KEYS: usize = 4;
 
 fn seed() -> u64 {
     std::env::var("HOSTILE_SEED")
@@ -102,6 +114,7 @@ fn config(policy: WhenFull) -> shmstate::Config {
         .shards(2)
         .max_key_len(MAX_KEY as u32)
         .max_value_len(MAX_VAL as u32)
+        .memory(MEMORY)
         .max_counters(8)
         .when_full(policy)
         .lock_timeout(LOCK_TIMEOUT)
@@ -119,9 +132,28 @@ fn value(i: usize) -> Vec<u8> {
     if i % 7 == 3 {
         return (i as i64 * 1000 - 3000).to_string().into_bytes(); // incr-able
     }
-    (0..i % (MAX_VAL + 1))
+    (0..i % (SMALL + 1))
         .map(|j| (i * 7 + j * 13) as u8)
         .collect()
+}
+
+fn heap_key(len: usize, i: usize) -> Vec<u8> {
+    format!("h{len}:{i}").into_bytes()
+}
+
+fn heap_value(len: usize, i: usize) -> Vec<u8> {
+    (0..len).map(|j| (j * 31 + i * 17 + len) as u8).collect()
+}
+
+/// The value the fixture stored under `key` (a numbered key or a heap key).
+fn value_of(key: &[u8]) -> Vec<u8> {
+    let k = String::from_utf8_lossy(key);
+    let (name, i) = k.rsplit_once(':').unwrap();
+    let i: usize = i.parse().unwrap();
+    match name.strip_prefix('h') {
+        Some(len) => heap_value(len.parse().unwrap(), i),
+        None => value(i),
+    }
 }
 
 /// A live entry and where it lives.
@@ -131,6 +163,21 @@ struct Live {
     value: Vec<u8>,
     shard: u32,
     slot: u32,
+    /// Where its heap bytes are (`Store::value_parts`; empty for an inline value).
+    heap: Vec<RegionPart>,
+}
+
+impl Live {
+    fn is_heap(&self) -> bool {
+        self.value.len() > INLINE
+    }
+    /// Heap parts of this value matching `f`.
+    fn heap_parts(&self, f: impl Fn(&ValuePart) -> bool) -> Vec<&RegionPart> {
+        self.heap
+            .iter()
+            .filter(|p| matches!(p.kind, PartKind::Value(v) if f(&v)))
+            .collect()
+    }
 }
 
 struct Fixture {
@@ -161,6 +208,26 @@ type Populated = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
 fn populate(store: &Store) -> Populated {
     let hour = Some(Duration::from_secs(3600));
     let (mut kept, mut expired, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    // Heap values first (the table fills up below); one of each shape overwritten (its old
+    // blocks freed: partial pages), the last 3 KiB one deleted.
+    let mut heap = Vec::new();
+    for i in 0..HEAP_KEYS {
+        for len in HEAP_SHAPES {
+            store
+                .set(&heap_key(len, i), &heap_value(len, i), None)
+                .unwrap();
+            heap.push(heap_key(len, i));
+        }
+    }
+    for len in HEAP_SHAPES {
+        store
+            .set(&heap_key(len, 0), &heap_value(len, 0), None)
+            .unwrap();
+    }
+    let gone = heap_key(HEAP_SHAPES[1], HEAP_KEYS - 1);
+    store.delete(&gone).unwrap();
+    heap.retain(|k| *k != gone);
+    deleted.push(gone);
     // Near the 7/8 load limit, so that groups fill up and deletes leave tombstones.
     for i in 0..130 {
         let ttl = match i % 6 {
@@ -186,6 +253,7 @@ fn populate(store: &Store) -> Populated {
     for (name, v) in COUNTERS {
         store.counter(name).unwrap().set(v);
     }
+    kept.extend(heap);
     std::thread::sleep(Duration::from_millis(5)); // the 1 ms TTLs are past
     (kept, expired, deleted)
 }
@@ -250,22 +318,33 @@ fn fixture(backing: Backing, policy: WhenFull, dir: &TempDir) -> Fixture {
         .filter(|k| slots.contains_key(k))
         .map(|k| {
             let (shard, slot) = slots[&k];
-            let i: usize = String::from_utf8_lossy(&k)
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            Live {
-                value: value(i),
+            let heap = store.value_parts(&k).unwrap();
+            let l = Live {
+                value: value_of(&k),
                 key: k,
                 shard,
                 slot,
+                heap,
+            };
+            // value_parts names this slot's blocks, whose bytes are the value.
+            assert_eq!(l.heap.is_empty(), !l.is_heap(), "{l:?}");
+            let mut bytes = Vec::new();
+            for p in &l.heap {
+                assert_eq!((p.shard, p.slot), (Some(shard), Some(slot)), "{p:?}");
+                if let PartKind::Value(ValuePart::Bytes { .. }) = p.kind {
+                    bytes.extend_from_slice(&image[p.range.clone()]);
+                }
             }
+            assert!(!l.is_heap() || bytes == l.value, "{:?}: heap bytes", l.key);
+            l
         })
         .collect::<Vec<_>>();
     assert!(live.len() > 40, "fixture holds {} live keys", live.len());
     assert!(live.iter().any(|l| l.shard == 0) && live.iter().any(|l| l.shard == 1));
+    if policy == WhenFull::Refuse {
+        let n = live.iter().filter(|l| l.value.len() > SMALL).count();
+        assert_eq!(n, HEAP_SHAPES.len() * HEAP_KEYS - 1, "heap keys live");
+    }
     let store = match backing {
         Backing::Anon => Some(store),
         _ => {
@@ -346,6 +425,8 @@ enum Intact {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Expect {
     Fails,
+    /// Fails, and one of the problems is of this kind (the name of a `ProblemKind` variant).
+    Reports(&'static str),
     Passes,
     Any,
 }
@@ -356,6 +437,10 @@ enum Target {
     Absent,
     Corrupted,
     Len(usize),
+    /// Exactly these bytes (the value's own bytes were scribbled).
+    Value(Vec<u8>),
+    /// `Corrupted`, or a value of this length (a scribbled locator that happens to be valid).
+    CorruptedOrLen(usize),
     /// Absent, or a value (the slot now holds some other key or length).
     NotExact,
     /// Anything but a panic or hang (absent, a value, or an error).
@@ -391,6 +476,10 @@ struct Plan {
     target: Option<(Live, Target)>,
     /// Also check that the value `get` returns is accepted as `compare_and_swap`'s `expected`.
     target_cas: bool,
+    /// The `expected` value of the check that `compare_and_swap` of a `Corrupted` target says
+    /// so (default: the target's own value): one of the length the slot now claims, so that
+    /// a length mismatch cannot answer for it.
+    corrupted_cas: Option<Vec<u8>>,
     verify: Expect,
     recovery: Recovery,
     reopen: Reopen,
@@ -406,6 +495,7 @@ impl Plan {
             intact: Intact::All,
             target: None,
             target_cas: false,
+            corrupted_cas: None,
             verify: Expect::Any,
             recovery: Recovery::None,
             reopen: Reopen::No,
@@ -691,6 +781,9 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
             (Target::Absent, Ok(None)) => true,
             (Target::Corrupted, Err(shmstate::Error::Corrupted { .. })) => true,
             (Target::Len(n), Ok(Some(v))) => v.len() == *n,
+            (Target::Value(want), Ok(Some(v))) => v == want,
+            (Target::CorruptedOrLen(_), Err(shmstate::Error::Corrupted { .. })) => true,
+            (Target::CorruptedOrLen(n), Ok(Some(v))) => v.len() == *n,
             (Target::NotExact, Ok(None)) => true,
             (Target::Any, _) => true,
             (Target::NotExact, Ok(Some(v))) => *v != l.value,
@@ -709,7 +802,8 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
                 fail(format!("incr of the corrupted value gave {r:?}"));
             }
             // compare_and_swap too (not a mismatch: it cannot tell what the value is).
-            let r = store.compare_and_swap(&l.key, Some(&l.value), Some(&l.value), None);
+            let exp = plan.corrupted_cas.as_ref().unwrap_or(&l.value);
+            let r = store.compare_and_swap(&l.key, Some(exp), Some(&l.value), None);
             if !matches!(r, Err(shmstate::Error::Corrupted { .. })) {
                 fail(format!(
                     "compare_and_swap of the corrupted value gave {r:?}"
@@ -728,7 +822,17 @@ fn child(name: &str, fx: &Fixture, plan: &Plan, t: &mut Tally) {
     }
     // 3. verify reports the problem (or does not invent one).
     match (plan.verify, store.verify()) {
-        (Expect::Fails, Ok(rep)) if rep.is_ok() => fail("verify found nothing".into()),
+        (Expect::Fails | Expect::Reports(_), Ok(rep)) if rep.is_ok() => {
+            fail("verify found nothing".into())
+        }
+        (Expect::Reports(kind), Ok(rep))
+            if !rep
+                .problems
+                .iter()
+                .any(|p| format!("{:?}", p.kind).starts_with(kind)) =>
+        {
+            fail(format!("verify did not report {kind}: {rep}"))
+        }
         (Expect::Passes, Ok(rep)) if !rep.is_ok() => fail(format!("verify: {rep}")),
         (Expect::Any, _) | (_, Ok(_)) => {}
         (_, Err(e)) => fail(format!("verify failed: {e}")),
@@ -785,9 +889,26 @@ fn roundtrip(store: &Store, fx: &Fixture, plan: &Plan) -> Result<(), String> {
         .set(&k, b"after recovery", None)
         .map_err(|e| format!("set after recovery: {e}"))?;
     match store.get(&k) {
-        Ok(Some(v)) if v == b"after recovery" => Ok(()),
-        other => Err(format!("get after recovery: {other:?}")),
+        Ok(Some(v)) if v == b"after recovery" => {}
+        other => return Err(format!("get after recovery: {other:?}")),
     }
+    // The heap too: a value of whole pages and a tail, then a one-block value over it.
+    for len in [HEAP_SHAPES[2], HEAP_SHAPES[0]] {
+        let v = heap_value(len, 99);
+        store
+            .set(&k, &v, None)
+            .map_err(|e| format!("set of {len} bytes after recovery: {e}"))?;
+        match store.get(&k) {
+            Ok(Some(got)) if got == v => {}
+            other => {
+                return Err(format!(
+                    "get of {len} bytes after recovery: {:?}",
+                    other.map(|o| o.map(|v| v.len()))
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Calls every operation once or more and records what each returned. Returns what `clear`
@@ -806,6 +927,14 @@ fn exercise(
     }
     keys.extend(fx.expired.iter().take(2).cloned());
     keys.extend(fx.deleted.iter().take(2).cloned());
+    let heap: Vec<Vec<u8>> = fx
+        .live
+        .iter()
+        .filter(|l| l.value.len() > SMALL)
+        .take(3)
+        .map(|l| l.key.clone())
+        .collect();
+    keys.extend(heap.iter().cloned());
     keys.push(b"missing".to_vec());
     keys.push(Vec::new());
     keys.push(vec![0xff; MAX_KEY]);
@@ -832,6 +961,20 @@ fn exercise(
     );
     if let Some(k) = &target {
         t.rec(&op("set"), &store.set(k, b"target overwritten", hour));
+    }
+    // Heap allocations and frees: a new value of each shape, heap values resized.
+    for (n, len) in HEAP_SHAPES.into_iter().enumerate() {
+        t.rec(
+            &op("set"),
+            &store.set(
+                format!("new-heap:{n}").as_bytes(),
+                &heap_value(len, 7),
+                None,
+            ),
+        );
+    }
+    for (k, len) in heap.iter().zip([5000usize, 60, 2040]) {
+        t.rec(&op("set"), &store.set(k, &heap_value(len, 3), None));
     }
     t.rec(&op("add"), &store.add(b"added", b"1", None));
     t.rec(&op("add"), &store.add(b, b"2", None));
@@ -1357,7 +1500,7 @@ fn repair_record() {
         (SlotField::KeyLen, 16),
         (SlotField::KeyLen, u32::MAX),
         (SlotField::ValLen, MAX_VAL as u32 + 1),
-        (SlotField::ValLen, 32),
+        (SlotField::ValLen, 1 << 20),
         (SlotField::ValLen, u32::MAX),
     ] {
         for thread in [false, true] {
@@ -1658,7 +1801,13 @@ fn slot_header() {
             Expect::Any,
         ));
     }
-    for len in [MAX_VAL as u64 + 1, 32, 33, 1 << 31, u64::from(u32::MAX)] {
+    for len in [
+        MAX_VAL as u64 + 1,
+        MAX_VAL as u64 + 8,
+        1 << 22, // past the heap's largest value too
+        1 << 31,
+        u64::from(u32::MAX),
+    ] {
         v.push(one(
             format!("val_len={len:#x} (over max)"),
             SlotField::ValLen,
@@ -1680,26 +1829,58 @@ fn slot_header() {
     }
     // A heap value at another length of the same size class: read at that length, but the
     // heap's byte count disagrees (verify fails); at an inline length, its block leaks.
-    for len in [MAX_VAL as u64, 1] {
+    for len in [SMALL as u64, 1] {
         v.push(one_of(
-            format!("val_len={len} (heap value)"),
-            |l| l.value.len() > INLINE && l.value.len() != MAX_VAL,
+            format!("val_len={len} (small heap value)"),
+            |l| l.value.len() > INLINE && l.value.len() < SMALL,
             SlotField::ValLen,
             len,
             Target::Len(len as usize),
             Expect::Fails,
         ));
     }
+    v.push(one_of(
+        "val_len=101 (100-byte value: same block)".into(),
+        |l| l.value.len() == HEAP_SHAPES[0],
+        SlotField::ValLen,
+        101,
+        Target::Len(101),
+        Expect::Fails,
+    ));
+    // A value of another shape whose root block has the same class (an extent of 2 or 3
+    // pieces): its piece locators are of the wrong kind, so the value does not decode.
+    for (from, to) in [
+        (HEAP_SHAPES[2], HEAP_SHAPES[1]),
+        (HEAP_SHAPES[1], HEAP_SHAPES[2]),
+    ] {
+        v.push(sc(
+            format!("val_len={to} ({from}-byte value: other shape)"),
+            Backing::Anon,
+            move |fx, rng| {
+                let t = fx.pick(rng, |l| l.value.len() == from);
+                let mut plan = Plan::new()
+                    .u32(fx.slot_part(&t, SlotField::ValLen), to as u32)
+                    .intact(Intact::AllBut(t.key.clone()))
+                    .target(&t, Target::Corrupted)
+                    .verify(Expect::Reports("ValueLocator"))
+                    .recovery(Recovery::Clear);
+                plan.corrupted_cas = Some(vec![b'?'; to]);
+                plan
+            },
+        ));
+    }
     // An inline value read as a heap value: its bytes are no valid locator, or name a block
     // that is not its own.
-    v.push(one_of(
-        format!("val_len={MAX_VAL} (inline value)"),
-        |l| !l.value.is_empty() && l.value.len() <= INLINE,
-        SlotField::ValLen,
-        MAX_VAL as u64,
-        Target::Any,
-        Expect::Any,
-    ));
+    for len in [SMALL as u64, MAX_VAL as u64] {
+        v.push(one_of(
+            format!("val_len={len} (inline value)"),
+            |l| !l.value.is_empty() && l.value.len() <= INLINE,
+            SlotField::ValLen,
+            len,
+            Target::Any,
+            Expect::Any,
+        ));
+    }
     v.push(one(
         "flags=max".into(),
         SlotField::Flags,
@@ -1898,13 +2079,711 @@ fn key_value_bytes() {
     run_kind("key_value_bytes", v);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The value heap
+
+/// Heap metadata: pool header fields, used and partial-page maps, page descriptors.
+fn is_heap_meta(k: &PartKind) -> bool {
+    matches!(
+        k,
+        PartKind::Pool(_) | PartKind::UsedMap | PartKind::PartialMap { .. } | PartKind::PageDesc(_)
+    )
+}
+
+impl Fixture {
+    /// Heap pages per shard.
+    fn npages(&self) -> u32 {
+        self.parts(|p| p.kind == PartKind::Page && p.shard == Some(0))
+            .len() as u32
+    }
+    /// Size classes (one partial-page map each).
+    fn nclasses(&self) -> u8 {
+        self.parts(|p| matches!(p.kind, PartKind::PartialMap { .. }) && p.shard == Some(0))
+            .len() as u8
+    }
+    /// The `u32` / `u64` stored in a part of the populated image.
+    fn image_u32(&self, p: &RegionPart) -> u32 {
+        u32_at(&self.image, &p.range)
+    }
+    /// Page `p`'s descriptor kind in the populated image: 0 free, `1 + class`, else a large
+    /// value's page.
+    fn page_kind(&self, s: u32, p: u32) -> u32 {
+        self.image_u32(self.part(PartKind::PageDesc(DescField::Kind), Some(s), Some(p)))
+    }
+    /// A page of shard `s` whose kind satisfies `f`.
+    fn page_where(&self, s: u32, rng: &mut Rng, f: impl Fn(u32) -> bool) -> Option<u32> {
+        let pages: Vec<u32> = (0..self.npages())
+            .filter(|&p| f(self.page_kind(s, p)))
+            .collect();
+        (!pages.is_empty()).then(|| pages[rng.below(pages.len())])
+    }
+    /// Classes with pages in shard `s` (in the image).
+    fn used_classes(&self, s: u32) -> Vec<u8> {
+        (0..self.nclasses())
+            .filter(|&c| {
+                let p = self.part(
+                    PartKind::Pool(PoolField::ClassPages { class: c }),
+                    Some(s),
+                    None,
+                );
+                self.image_u32(p) != 0
+            })
+            .collect()
+    }
+}
+
+/// Bit `i` of a little-endian bitmap.
+fn bit(bytes: &[u8], i: usize) -> bool {
+    bytes[i / 8] >> (i % 8) & 1 == 1
+}
+
+/// What `verify` must say after `new` replaces the bytes of heap metadata part `p`: which
+/// bytes verify checks against the values the slots reference.
+fn meta_expect(fx: &Fixture, p: &RegionPart, new: &[u8]) -> Expect {
+    let old = &fx.image[p.range.clone()];
+    if old == new {
+        return Expect::Passes;
+    }
+    let s = p.shard.unwrap();
+    let npages = fx.npages() as usize;
+    let changed = |i: usize| bit(old, i) != bit(new, i);
+    match p.kind {
+        PartKind::Pool(
+            PoolField::UsedPages
+            | PoolField::ValueBytes
+            | PoolField::ClassPages { .. }
+            | PoolField::ClassUsed { .. },
+        ) => Expect::Reports("HeapCount"),
+        // Hints (taken modulo their range), and the dirty flag: non-zero, the next lock holder
+        // rebuilds the pool from the slots.
+        PartKind::Pool(
+            PoolField::ClockHand
+            | PoolField::FreeCursor
+            | PoolField::ClassHint { .. }
+            | PoolField::Dirty,
+        ) => Expect::Passes,
+        // Bits past the last page are not pages.
+        PartKind::UsedMap if (0..npages).any(changed) => Expect::Reports("HeapMap"),
+        PartKind::UsedMap => Expect::Passes,
+        // A page's bit in its own class's map is checked; verify does not look at the bit of
+        // a page of another class (or a free page) in this map: an allocation that finds it
+        // reports `Corrupted` instead.
+        PartKind::PartialMap { class } => {
+            if (0..npages)
+                .filter(|&q| fx.page_kind(s, q as u32) == 1 + u32::from(class))
+                .any(changed)
+            {
+                Expect::Reports("HeapMap")
+            } else {
+                Expect::Any
+            }
+        }
+        PartKind::PageDesc(DescField::Kind) => Expect::Fails,
+        // Only a class page's bits are a block map; a large value's owner and piece index
+        // are informational, and a free page's fields are rewritten when it is taken.
+        PartKind::PageDesc(DescField::Owner) => Expect::Passes,
+        PartKind::PageDesc(DescField::Bits) => {
+            let kind = fx.page_kind(s, p.slot.unwrap());
+            if (1..=u32::from(fx.nclasses())).contains(&kind) {
+                Expect::Fails
+            } else {
+                Expect::Passes
+            }
+        }
+        _ => unreachable!("{p:?} is no heap metadata"),
+    }
+}
+
+fn fill_bytes(p: &RegionPart, fill: Option<u8>, rng: &mut Rng) -> Vec<u8> {
+    match fill {
+        Some(b) => vec![b; p.range.len()],
+        None => rng.bytes(p.range.len()),
+    }
+}
+
+const FILLS: [(&str, Option<u8>); 3] = [("zero", Some(0)), ("0xff", Some(0xff)), ("random", None)];
+
+/// A shard holding heap values, and one of them.
+fn heap_target(fx: &Fixture, rng: &mut Rng) -> (u32, Live) {
+    let t = fx.pick(rng, |l| l.value.len() > SMALL);
+    (t.shard, t)
+}
+
+/// Allocator metadata scribbled: reads never look at it (every key reads its value); writes
+/// return `Ok` or an error (`Corrupted` where an allocation or free finds the maps disagree);
+/// `verify` fails exactly when it changed a byte verify checks; `clear` recovers.
+fn heap_metadata() {
+    let mut v = Vec::new();
+    // Which part of shard `s`, chosen against the fixture (None: the fixture has none).
+    type Select = Box<dyn Fn(&Fixture, u32, &mut Rng) -> Option<RegionPart>>;
+    fn pool(f: PoolField) -> impl Fn(&Fixture, u32) -> RegionPart {
+        move |fx, s| fx.shard_part(PartKind::Pool(f), s).clone()
+    }
+    let mut selects: Vec<(String, Select)> = Vec::new();
+    for f in [
+        PoolField::UsedPages,
+        PoolField::ValueBytes,
+        PoolField::ClockHand,
+        PoolField::FreeCursor,
+        PoolField::Dirty,
+    ] {
+        let g = pool(f);
+        selects.push((format!("{f:?}"), Box::new(move |fx, s, _| Some(g(fx, s)))));
+    }
+    type ClassField = fn(u8) -> PartKind;
+    let class_kinds: [(&str, ClassField); 4] = [
+        ("ClassPages", |class| {
+            PartKind::Pool(PoolField::ClassPages { class })
+        }),
+        ("ClassUsed", |class| {
+            PartKind::Pool(PoolField::ClassUsed { class })
+        }),
+        ("ClassHint", |class| {
+            PartKind::Pool(PoolField::ClassHint { class })
+        }),
+        ("PartialMap", |class| PartKind::PartialMap { class }),
+    ];
+    for (name, k) in class_kinds {
+        for used in [true, false] {
+            let label = format!(
+                "{name} of a class {}",
+                if used { "in use" } else { "not in use" }
+            );
+            selects.push((
+                label,
+                Box::new(move |fx, s, rng| {
+                    let used_classes = fx.used_classes(s);
+                    let c: Vec<u8> = (0..fx.nclasses())
+                        .filter(|c| used_classes.contains(c) == used)
+                        .collect();
+                    let c = c[rng.below(c.len())];
+                    Some(fx.shard_part(k(c), s).clone())
+                }),
+            ));
+        }
+    }
+    selects.push((
+        "UsedMap".into(),
+        Box::new(|fx, s, _| Some(fx.shard_part(PartKind::UsedMap, s).clone())),
+    ));
+    for f in [DescField::Kind, DescField::Owner, DescField::Bits] {
+        for (what, which) in [
+            ("a class page", 1u8),
+            ("a large value's page", 2),
+            ("a free page", 0),
+        ] {
+            selects.push((
+                format!("{f:?} of {what}"),
+                Box::new(move |fx, s, rng| {
+                    let n = u32::from(fx.nclasses());
+                    let page = fx.page_where(s, rng, |k| match which {
+                        0 => k == 0,
+                        1 => (1..=n).contains(&k),
+                        _ => k > n,
+                    })?;
+                    Some(fx.part(PartKind::PageDesc(f), Some(s), Some(page)).clone())
+                }),
+            ));
+        }
+    }
+    for (label, select) in selects {
+        let select = std::rc::Rc::new(select);
+        for (fill_name, fill) in FILLS {
+            let select = std::rc::Rc::clone(&select);
+            v.push(sc(
+                format!("{label} {fill_name}"),
+                Backing::Anon,
+                move |fx, rng| {
+                    // A shard with heap values, or the other if it has no such part.
+                    let (s0, _) = heap_target(fx, rng);
+                    let Some((s, p)) = [s0, 1 - s0]
+                        .into_iter()
+                        .find_map(|s| select(fx, s, rng).map(|p| (s, p)))
+                    else {
+                        panic!("the fixture has no such part")
+                    };
+                    let t = fx.pick(rng, |l| l.shard == s);
+                    let bytes = fill_bytes(&p, fill, rng);
+                    let expect = meta_expect(fx, &p, &bytes);
+                    Plan::new()
+                        .write(p.range.start, bytes)
+                        .target(&t, Target::Exact)
+                        .verify(expect)
+                        .recovery(Recovery::Clear)
+                },
+            ));
+        }
+    }
+    // Everything at once (but the dirty flag): verify fails; every key still reads.
+    for (fill_name, fill) in FILLS {
+        v.push(sc(
+            format!("all heap metadata of a shard {fill_name}"),
+            Backing::Anon,
+            move |fx, rng| {
+                let (s, t) = heap_target(fx, rng);
+                let mut plan = Plan::new()
+                    .target(&t, Target::Exact)
+                    .verify(Expect::Fails)
+                    .recovery(Recovery::Clear);
+                for p in fx.parts(|p| {
+                    p.shard == Some(s)
+                        && is_heap_meta(&p.kind)
+                        && p.kind != PartKind::Pool(PoolField::Dirty)
+                }) {
+                    let b = fill_bytes(p, fill, rng);
+                    plan = plan.write(p.range.start, b);
+                }
+                plan
+            },
+        ));
+    }
+    // ... and with the dirty flag set: the next lock holder rebuilds it all from the slots,
+    // so verify passes and every operation works (no `Corrupted`).
+    v.push(sc(
+        "all heap metadata random, dirty set",
+        Backing::Anon,
+        |fx, rng| {
+            let (s, t) = heap_target(fx, rng);
+            let mut plan = Plan::new()
+                .target(&t, Target::Exact)
+                .verify(Expect::Passes)
+                .recovery(Recovery::Clear);
+            for p in fx.parts(|p| p.shard == Some(s) && is_heap_meta(&p.kind)) {
+                let b = rng.bytes(p.range.len());
+                plan = plan.write(p.range.start, b);
+            }
+            plan.u64(fx.shard_part(PartKind::Pool(PoolField::Dirty), s), 1)
+        },
+    ));
+    run_kind("heap_metadata", v);
+}
+
+/// A heap value's own bytes, block headers and extent locators scribbled.
+fn heap_values() {
+    let mut v = Vec::new();
+    let shapes = |len: usize| move |l: &Live| l.value.len() == len;
+    // Value bytes (same length, other bytes): read back as written, and verify passes (the
+    // heap cannot tell); compare_and_swap accepts them.
+    for len in HEAP_SHAPES {
+        for all in [false, true] {
+            v.push(sc(
+                format!(
+                    "{len}-byte value: {} bytes random",
+                    if all { "all its" } else { "one piece's" }
+                ),
+                Backing::Anon,
+                move |fx, rng| {
+                    let t = fx.pick(rng, shapes(len));
+                    let parts = t.heap_parts(|v| matches!(v, ValuePart::Bytes { .. }));
+                    let hit = rng.below(parts.len());
+                    let mut plan = Plan::new();
+                    let mut want = Vec::new();
+                    for (k, p) in parts.iter().enumerate() {
+                        let bytes = if all || k == hit {
+                            rng.bytes(p.range.len())
+                        } else {
+                            fx.image[p.range.clone()].to_vec()
+                        };
+                        want.extend_from_slice(&bytes);
+                        plan = plan.write(p.range.start, bytes);
+                    }
+                    assert_eq!(want.len(), len);
+                    plan.intact(Intact::AllBut(t.key.clone()))
+                        .target(&t, Target::Value(want))
+                        .cas()
+                        .verify(Expect::Passes)
+                        .recovery(Recovery::Clear)
+                },
+            ));
+        }
+    }
+    // A block header (owner slot, piece index): reads do not use it, verify reports it.
+    for len in HEAP_SHAPES {
+        for (label, how) in [
+            ("zero", 0u8),
+            ("0xff", 1),
+            ("random", 2),
+            ("owner = another live slot", 3),
+            ("piece = another piece", 4),
+        ] {
+            v.push(sc(
+                format!("{len}-byte value: a block header {label}"),
+                Backing::Anon,
+                move |fx, rng| {
+                    let t = fx.pick(rng, shapes(len));
+                    let hs = t.heap_parts(|v| matches!(v, ValuePart::BlockHeader { .. }));
+                    let h = hs[rng.below(hs.len())];
+                    let old = &fx.image[h.range.clone()];
+                    let bytes = match how {
+                        0 => vec![0; 8],
+                        1 => vec![0xff; 8],
+                        2 => rng.bytes(8),
+                        3 => {
+                            let o = fx.pick(rng, |l| l.shard == t.shard && l.slot != t.slot);
+                            [&o.slot.to_ne_bytes()[..], &old[4..]].concat()
+                        }
+                        _ => {
+                            let piece = u32::from_ne_bytes(old[4..].try_into().unwrap());
+                            [&old[..4], &piece.wrapping_add(1).to_ne_bytes()[..]].concat()
+                        }
+                    };
+                    let verify = if bytes == old {
+                        Expect::Passes
+                    } else {
+                        Expect::Reports("BlockOwner")
+                    };
+                    Plan::new()
+                        .write(h.range.start, bytes)
+                        .target(&t, Target::Exact)
+                        .verify(verify)
+                        .recovery(Recovery::Clear)
+                },
+            ));
+        }
+    }
+    // An extent's piece locator: out of range -> Corrupted; another valid locator -> the
+    // bytes it names, at the value's length, and verify reports the sharing.
+    for len in [HEAP_SHAPES[1], HEAP_SHAPES[2]] {
+        for (label, val) in [
+            ("all ones", Some(u32::MAX)),
+            ("0x7fffffff", Some(0x7fff_ffff)),
+            ("0xbfffffc0", Some(0xbfff_ffc0)),
+            ("random", None),
+        ] {
+            v.push(sc(
+                format!("{len}-byte value: a locator {label}"),
+                Backing::Anon,
+                move |fx, rng| {
+                    let t = fx.pick(rng, shapes(len));
+                    let ls = t.heap_parts(|v| matches!(v, ValuePart::Locator { .. }));
+                    let p = ls[rng.below(ls.len())];
+                    let (bytes, target, verify) = match val {
+                        Some(x) => (
+                            x.to_ne_bytes().to_vec(),
+                            Target::Corrupted,
+                            Expect::Reports("ValueLocator"),
+                        ),
+                        None => (rng.bytes(4), Target::CorruptedOrLen(len), Expect::Fails),
+                    };
+                    Plan::new()
+                        .write(p.range.start, bytes)
+                        .intact(Intact::AllBut(t.key.clone()))
+                        .target(&t, target)
+                        .verify(verify)
+                        .recovery(Recovery::Clear)
+                },
+            ));
+        }
+        // Zero: a tail block's locator must name a block (Corrupted); a whole page's is page 0,
+        // which exists (read at the right length; verify reports the page shared or mislabeled).
+        // A copy of another piece's locator names a block or page of this value twice.
+        for (label, copy) in [("zero", false), ("a copy of another piece's", true)] {
+            v.push(sc(
+                format!("{len}-byte value: every locator {label}"),
+                Backing::Anon,
+                move |fx, rng| {
+                    let t = fx.pick(rng, shapes(len));
+                    let ls = t.heap_parts(|v| matches!(v, ValuePart::Locator { .. }));
+                    let mut plan = Plan::new();
+                    let first = fx.image[ls[0].range.clone()].to_vec();
+                    for p in &ls {
+                        let b = if copy { first.clone() } else { vec![0; 4] };
+                        plan = plan.write(p.range.start, b);
+                    }
+                    // A tail's locator must name a block: zero does not, nor does a copy of a
+                    // page's (9 KiB: two pages then a tail). 3 KiB: two tails of different
+                    // classes; the first tail's block, read as a block of the second's class,
+                    // may be in range: then the value reads at its length, and verify reports
+                    // the page claimed by two classes.
+                    let (target, verify) = if copy && len == HEAP_SHAPES[1] {
+                        (Target::CorruptedOrLen(len), Expect::Fails)
+                    } else {
+                        (Target::Corrupted, Expect::Reports("ValueLocator"))
+                    };
+                    plan.intact(Intact::AllBut(t.key.clone()))
+                        .target(&t, target)
+                        .verify(verify)
+                        .recovery(Recovery::Clear)
+                },
+            ));
+        }
+        // Only the whole pages' locators (9 KiB): page 0, or each the other's.
+        if len == HEAP_SHAPES[2] {
+            for (label, swap) in [("zero", false), ("swapped", true)] {
+                v.push(sc(
+                    format!("{len}-byte value: page locators {label}"),
+                    Backing::Anon,
+                    move |fx, rng| {
+                        let t = fx.pick(rng, shapes(len));
+                        // The pieces with no block header are whole pages.
+                        let pages: Vec<u32> = (0..3u32)
+                            .filter(|&i| {
+                                t.heap_parts(|v| *v == ValuePart::BlockHeader { piece: Some(i) })
+                                    .is_empty()
+                            })
+                            .collect();
+                        assert_eq!(pages.len(), 2, "{t:?}");
+                        let loc = |i: u32| {
+                            t.heap_parts(|v| *v == ValuePart::Locator { piece: i })[0].clone()
+                        };
+                        let (a, b) = (loc(pages[0]), loc(pages[1]));
+                        let (ab, bb) = if swap {
+                            (
+                                fx.image[b.range.clone()].to_vec(),
+                                fx.image[a.range.clone()].to_vec(),
+                            )
+                        } else {
+                            (vec![0; 4], vec![0; 4])
+                        };
+                        let target = if swap {
+                            // The same bytes, the pages in the other order.
+                            let bytes = t.heap_parts(|v| matches!(v, ValuePart::Bytes { .. }));
+                            let mut want = Vec::new();
+                            for i in [1usize, 0, 2] {
+                                want.extend_from_slice(&fx.image[bytes[i].range.clone()]);
+                            }
+                            Target::Value(want)
+                        } else {
+                            Target::Len(len)
+                        };
+                        let unchanged = !swap
+                            && ab == fx.image[a.range.clone()]
+                            && bb == fx.image[b.range.clone()];
+                        Plan::new()
+                            .write(a.range.start, ab)
+                            .write(b.range.start, bb)
+                            // Page 0 is read, never written.
+                            .intact(Intact::AllBut(t.key.clone()))
+                            .target(&t, target)
+                            // Swapped: each page is still this value's, once; the descriptors'
+                            // piece index is informational (not checked).
+                            .verify(if swap || unchanged {
+                                Expect::Passes
+                            } else {
+                                Expect::Fails
+                            })
+                            .recovery(Recovery::Clear)
+                    },
+                ));
+            }
+        }
+    }
+    run_kind("heap_values", v);
+}
+
+/// Compaction meets a scribbled block header. One shard; 72 values of 100 bytes fill two pages
+/// of their class; all but one value of one page (T) and a few of the other are deleted, so the
+/// class has a page's worth of free blocks and T's page is the sparsest. T's block header is
+/// scribbled, then values of 9 KiB are stored until one does not fit: compaction picks T's page,
+/// finds that the header does not name T, and refuses with `Corrupted` (moving nothing: every
+/// value still reads, and the slot the header names keeps its block). The unscribbled control
+/// compacts (T moves) and ends `Full`. `verify` reports `BlockOwner`; `clear` recovers.
+fn compaction() {
+    let cases: [(&str, u8); 6] = [
+        ("control: no scribble", 0),
+        ("owner = another live value's slot", 1),
+        ("owner = an empty slot", 2),
+        ("owner out of range", 3),
+        ("piece index changed", 4),
+        ("header 0xff", 5),
+    ];
+    let mut tally = Tally::default();
+    let mut failed = Vec::new();
+    for (label, how) in cases {
+        let (r, w) = pipe();
+        let pid = spawn(|| {
+            close(r);
+            let mut t = Tally::default();
+            compaction_child(label, how, &mut t);
+            let text = t.encode();
+            // SAFETY: valid buffer of `text.len()` bytes; `w` is our pipe's write end.
+            let n = unsafe { libc::write(w, text.as_ptr().cast(), text.len()) };
+            assert_eq!(n, text.len() as isize, "tally written whole");
+        });
+        close(w);
+        let exit = catch_unwind(AssertUnwindSafe(|| wait(pid, WATCHDOG)));
+        let text = read_all(r);
+        close(r);
+        match exit {
+            Ok(Exit::Code(0)) => tally.absorb(&text),
+            Ok(e) => failed.push(format!("{label} ({e:?})")),
+            Err(_) => failed.push(format!("{label} (hang: killed after {WATCHDOG:?})")),
+        }
+    }
+    tally.print("compaction", cases.len());
+    assert!(
+        failed.is_empty(),
+        "compaction: failed scenarios:\n  {}",
+        failed.join("\n  ")
+    );
+}
+
+fn compaction_child(name: &str, how: u8, t: &mut Tally) {
+    let fail = |what: String| -> ! { panic!("scenario {name}: {what}") };
+    let cfg = shmstate::Config::new()
+        .capacity(200)
+        .shards(1)
+        .max_key_len(MAX_KEY as u32)
+        .max_value_len(MAX_VAL as u32)
+        .memory(224 << 10)
+        .lock_timeout(LOCK_TIMEOUT);
+    let store = Store::anonymous(&cfg).unwrap();
+    let parts = store.layout_map();
+    let npages = parts.iter().filter(|p| p.kind == PartKind::Page).count();
+    assert!((12..=40).contains(&npages), "{npages} heap pages");
+    let page_of = |off: usize| {
+        parts
+            .iter()
+            .find(|p| p.kind == PartKind::Page && p.range.contains(&off))
+            .and_then(|p| p.slot)
+            .expect("a block header in a page")
+    };
+    let header = |k: &[u8]| -> RegionPart {
+        let vp = store.value_parts(k).unwrap();
+        vp.into_iter()
+            .find(|p| p.kind == PartKind::Value(ValuePart::BlockHeader { piece: None }))
+            .expect("a root block")
+    };
+    let small = |i: usize| heap_value(HEAP_SHAPES[0], i);
+    let key = |i: usize| format!("c:{i:02}").into_bytes();
+    let mut pages: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for i in 0..72 {
+        store.set(&key(i), &small(i), None).unwrap();
+    }
+    for i in 0..72 {
+        pages
+            .entry(page_of(header(&key(i)).range.start))
+            .or_default()
+            .push(i);
+    }
+    assert_eq!(
+        pages.len(),
+        2,
+        "72 blocks of 112 bytes fill two pages: {pages:?}"
+    );
+    let (a, b) = (pages[&page_of(header(&key(0)).range.start)].clone(), {
+        let mut it = pages.values().filter(|v| !v.contains(&0));
+        it.next().unwrap().clone()
+    });
+    let target = a[0];
+    let mut kept: Vec<usize> = vec![target];
+    for &i in &a[1..] {
+        store.delete(&key(i)).unwrap();
+    }
+    for (n, &i) in b.iter().enumerate() {
+        if n < 6 {
+            store.delete(&key(i)).unwrap();
+        } else {
+            kept.push(i);
+        }
+    }
+    let other = *kept.last().unwrap(); // a live value on the other page
+    let th = header(&key(target));
+    let oh = header(&key(other));
+    let old = snapshot(&store)[th.range.clone()].to_vec();
+    let tslot = th.slot.unwrap();
+    let empty_slot = {
+        let ctrl = parts
+            .iter()
+            .find(|p| p.kind == PartKind::ControlBytes)
+            .unwrap();
+        let img = snapshot(&store);
+        (0..ctrl.range.len())
+            .find(|&i| img[ctrl.range.start + i] == 0)
+            .expect("an empty slot") as u32
+    };
+    let with_owner = |o: u32| [&o.to_ne_bytes()[..], &old[4..]].concat();
+    let bytes = match how {
+        0 => None,
+        1 => Some(with_owner(oh.slot.unwrap())),
+        2 => Some(with_owner(empty_slot)),
+        3 => Some(with_owner(u32::MAX - 1)),
+        4 => Some([&old[..4], &0u32.to_ne_bytes()[..]].concat()),
+        _ => Some(vec![0xff; 8]),
+    };
+    assert!(bytes
+        .as_ref()
+        .is_none_or(|b| *b != old && tslot != u32::MAX));
+    if let Some(b) = &bytes {
+        scribble(&store, &[(th.range.start, b.clone())]);
+    }
+    // Fill the heap with 9 KiB values until one does not fit.
+    let big = |i: usize| heap_value(HEAP_SHAPES[2], 100 + i);
+    let mut stored = Vec::new();
+    let mut end = None;
+    for i in 0..64 {
+        let r = store.set(format!("big:{i}").as_bytes(), &big(i), None);
+        t.rec("set", &r);
+        match r {
+            Ok(()) => stored.push(i),
+            Err(e) => {
+                end = Some(e);
+                break;
+            }
+        }
+    }
+    match (&bytes, end) {
+        (None, Some(shmstate::Error::Full)) => {}
+        (Some(_), Some(shmstate::Error::Corrupted { .. })) => {}
+        (_, other) => fail(format!("the fill ended with {other:?}")),
+    }
+    // Nothing moved to the wrong slot: every value reads; the other value keeps its block.
+    for &i in &kept {
+        match store.get(&key(i)) {
+            Ok(Some(v)) if v == small(i) => {}
+            other => fail(format!("c:{i:02} read {other:?}")),
+        }
+    }
+    for &i in &stored {
+        match store.get(format!("big:{i}").as_bytes()) {
+            Ok(Some(v)) if v == big(i) => {}
+            other => fail(format!(
+                "big:{i} read {:?}",
+                other.map(|o| o.map(|v| v.len()))
+            )),
+        }
+    }
+    if header(&key(other)).range != oh.range && bytes.is_some() {
+        fail("the other value's block moved".into());
+    }
+    // The control compacted T's page: T moved.
+    let moved = header(&key(target)).range != th.range;
+    if moved != bytes.is_none() {
+        fail(format!("T moved: {moved}"));
+    }
+    let rep = store.verify().unwrap();
+    match &bytes {
+        None if !rep.is_ok() => fail(format!("verify: {rep}")),
+        Some(_)
+            if !rep
+                .problems
+                .iter()
+                .any(|p| p.kind == shmstate::ProblemKind::BlockOwner && p.slot == Some(tslot)) =>
+        {
+            fail(format!("verify did not report T's block owner: {rep}"))
+        }
+        _ => {}
+    }
+    let cleared = store.clear();
+    t.rec("clear", &cleared);
+    let rep = store.verify().unwrap();
+    if !rep.is_ok() {
+        fail(format!("not clean after clear: {rep}"));
+    }
+    for i in 0..4 {
+        store
+            .set(format!("big:{i}").as_bytes(), &big(i), None)
+            .unwrap();
+    }
+}
+
 /// Another process keeps writing random bytes over one kind of part while a child operates.
 /// (Mutex bytes are left out: the libc reads and writes a held mutex's own fields, e.g. its
 /// robust-list links, and trusts them; no check before the call can close that window.)
 fn concurrent() {
     let mut v = Vec::new();
     type Select = fn(&PartKind) -> bool;
-    let kinds: [(&str, Select); 6] = [
+    let kinds: [(&str, Select); 7] = [
         ("control bytes", |k| *k == PartKind::ControlBytes),
         ("slot headers", |k| {
             matches!(
@@ -1926,6 +2805,7 @@ fn concurrent() {
         ("counters and statistics", |k| {
             matches!(k, PartKind::Counter(_) | PartKind::StatSlot)
         }),
+        ("heap metadata", is_heap_meta),
     ];
     for (label, f) in kinds {
         v.push(sc(label, Backing::Anon, move |fx, _| {
@@ -1938,6 +2818,35 @@ fn concurrent() {
             plan
         }));
     }
+    // The live values' heap blocks: headers, extent locators, value bytes.
+    v.push(sc("heap blocks of the values", Backing::Anon, |fx, _| {
+        let mut plan = Plan::new().intact(Intact::Nothing);
+        plan.concurrent = fx
+            .live
+            .iter()
+            .flat_map(|l| l.heap.iter().map(|p| p.range.clone()))
+            .collect();
+        plan
+    }));
+    // Metadata and blocks together, mostly the small ones (a page's bytes are one range).
+    v.push(sc(
+        "heap metadata and block headers",
+        Backing::Anon,
+        |fx, _| {
+            let mut plan = Plan::new().intact(Intact::Nothing);
+            plan.concurrent = fx
+                .parts(|p| is_heap_meta(&p.kind))
+                .into_iter()
+                .map(|p| p.range.clone())
+                .chain(fx.live.iter().flat_map(|l| {
+                    l.heap_parts(|v| !matches!(v, ValuePart::Bytes { .. }))
+                        .into_iter()
+                        .map(|p| p.range.clone())
+                }))
+                .collect();
+            plan
+        },
+    ));
     run_kind("concurrent", v);
 }
 
