@@ -12,21 +12,38 @@ export type Bytes = string | Buffer | Uint8Array;
  * range a RangeError.
  */
 export interface StoreOptions {
-  /** Entries the store must hold (1 to 2^32; default 10 000). The table does not grow. */
+  /**
+   * The region's size in bytes, index and values together (1 to 2^40, a number or a bigint),
+   * like `lua_shared_dict cache 64m`. The index (`capacity` entries) comes first; the rest is
+   * the value heap, shared equally between the shards, each of which must hold one value of
+   * `maxValueLen` (else SHMSTATE_INVALID_CONFIG). Default: 1 KiB of heap per entry of
+   * `capacity` (at least one `maxValueLen` value per shard) plus the index.
+   */
+  memory?: number | bigint;
+  /**
+   * Entries the store must hold (1 to 2^32). Default: `memory / 1024` when `memory` is set,
+   * else 65 536. The table does not grow.
+   */
   capacity?: number;
-  /** Shards, each with its own lock (1 to 4096; default: a power of two >= 4 x CPUs). */
+  /** Shards, each with its own lock (1 to 4096; default: a power of two >= 4 x CPUs, fewer for small stores). */
   shards?: number;
   /** Longest key in bytes (1 to 65 536; default 64). */
   maxKeyLen?: number;
-  /** Longest value in bytes (0 to 16 MiB; default 256). Every slot reserves this much. */
+  /**
+   * Longest value in bytes (0 to 2 MiB - 16 KiB; default 1 MiB). A limit, not a reservation:
+   * values take the memory they need (up to 24 bytes in the entry's slot, longer ones in the heap).
+   */
   maxValueLen?: number;
   /** Named counters the region can hold (0 to 65 536; default 256). */
   maxCounters?: number;
-  /** What a write does when the key's shard is full: refuse (SHMSTATE_FULL) or evict. */
+  /**
+   * What a write does when there is no room (no free slot for a new key, or no heap space
+   * for its value after reclaiming expired entries): refuse (SHMSTATE_FULL) or evict.
+   */
   whenFull?: 'refuse' | 'evict';
   /** How long a write waits for a shard lock held by a live process (default 10 000 ms). */
   lockTimeoutMs?: number;
-  /** Round slots up to whole 64-byte cache lines (the extra room is usable value length). */
+  /** Round slots up to whole 64-byte cache lines (the extra room is usable key length). */
   lineSizedSlots?: boolean;
 }
 
@@ -93,6 +110,18 @@ export interface Stats {
   lockContended: number;
   counters: number;
   regionBytes: number;
+  /** Bytes of the values stored in the heap (values longer than 24 bytes; shorter ones live in their slot). */
+  valueBytes: number;
+  /** Size of the value heap (every shard's pages). */
+  heapBytes: number;
+  /** Heap bytes free: whole free pages plus free blocks of partly used pages. */
+  heapFreeBytes: number;
+  /** Of `heapFreeBytes`, those in free blocks of partly used pages (compaction frees them when needed). */
+  heapPartialFreeBytes: number;
+  /** The largest value a write can store now without evicting (conservative: the key's shard may have less room). */
+  largestValue: number;
+  /** `heapPartialFreeBytes / heapFreeBytes`, from 0 to 1 (0 when nothing is free). */
+  fragmentation: number;
 }
 
 export interface VerifyResult {

@@ -111,17 +111,30 @@ const bool = () => (v, name) => {
   if (typeof v !== 'boolean') throw typeError(`options.${name} must be a boolean, got ${describe(v)}`);
   return v;
 };
+/** A size in bytes: an integer number or a bigint (returned as a number: the range is below 2^53). */
+const bytes = (min, max) => (v, name) => {
+  if (typeof v === 'bigint') {
+    if (v < BigInt(min) || v > BigInt(max)) {
+      throw rangeError(`options.${name} must be an integer from ${min} to ${max}, got ${v}n`);
+    }
+    return Number(v);
+  }
+  if (typeof v !== 'number') throw typeError(`options.${name} must be a number or a bigint, got ${describe(v)}`);
+  return checkInt(v, `options.${name}`, min, max);
+};
 
 /**
  * Every store option: its check (type and range). The core's Config is the source of the
- * limits; src/config.rs maps each name to its builder call. Adding an option (`memory`, once
- * the value heap lands) is one line here and one there.
+ * limits (`shmstate::limits`); src/config.rs maps each name to its builder call. Adding an
+ * option is one line here and one there. Combinations (a `memory` too small for `capacity`,
+ * or for one value of `maxValueLen` per shard) are checked by the core: SHMSTATE_INVALID_CONFIG.
  */
 const OPTIONS = {
+  memory: bytes(1, 2 ** 40),
   capacity: int(1, 2 ** 32),
   shards: int(1, 4096),
   maxKeyLen: int(1, 64 * 1024),
-  maxValueLen: int(0, 16 * 1024 * 1024),
+  maxValueLen: int(0, 2 * 1024 * 1024 - 16 * 1024),
   maxCounters: int(0, 65536),
   lockTimeoutMs: int(1, 3_600_000),
   whenFull: oneOf('refuse', 'evict'),

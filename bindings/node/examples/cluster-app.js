@@ -29,7 +29,10 @@ const PORT = Number(process.env.PORT ?? 3000);
 const WORKERS = Number(process.env.WORKERS || os.availableParallelism());
 const RATE_LIMIT = Number(process.env.RATE_LIMIT || 1000); // requests per minute per IP
 // Every process passes the same options; openOrCreate refuses a region made with others.
-const OPTIONS = { capacity: 100_000, maxKeyLen: 128, maxValueLen: 1024, maxCounters: 512 };
+// One memory budget (like `lua_shared_dict app 64m`): 64 MiB for index and values together,
+// room for 65 536 entries (one per KiB). Each value takes the memory it needs (a 200-byte
+// session about 200 bytes, a 40 KiB cached page about 40 KiB), up to maxValueLen.
+const OPTIONS = { memory: 64 << 20, maxKeyLen: 128, maxValueLen: 256 << 10, maxCounters: 512 };
 
 if (cluster.isPrimary) {
   let shuttingDown = false;

@@ -1,8 +1,9 @@
 //! Store options (already validated by `index.js`, whose `OPTIONS` table is the single place
 //! that knows their JS names, types and ranges) to a core [`Config`].
 //!
-//! Adding an option (`memory`, once the value heap lands) is one entry in `OPTIONS` and one
-//! `set(...)` statement in [`config`].
+//! Adding an option is one entry in `OPTIONS` and one `set(...)` statement in [`config`].
+//! Numbers arrive as JS numbers (`memory` as a bigint is turned into a number by `index.js`;
+//! every range is below 2^53, so the conversions here are exact).
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub(crate) fn config(o: Option<Object>) -> Result<Config> {
     let mut c = Config::new();
     let Some(o) = o else { return Ok(c) };
     let num = |name: &str| o.get::<f64>(name);
+    set(&mut c, num("memory")?, |c, v| c.memory(v as u64));
     set(&mut c, num("capacity")?, |c, v| c.capacity(v as u64));
     set(&mut c, num("shards")?, |c, v| c.shards(v as u32));
     set(&mut c, num("maxKeyLen")?, |c, v| c.max_key_len(v as u32));

@@ -52,6 +52,19 @@ pub struct StoreStats {
     pub lock_contended: f64,
     pub counters: f64,
     pub region_bytes: f64,
+    /// Bytes of the values stored in the heap (values longer than 24 bytes; shorter ones
+    /// live in their slot).
+    pub value_bytes: f64,
+    /// Size of the value heap (every shard's pages).
+    pub heap_bytes: f64,
+    /// Heap bytes free: whole free pages plus free blocks of partly used pages.
+    pub heap_free_bytes: f64,
+    /// Of `heap_free_bytes`, those in free blocks of partly used pages.
+    pub heap_partial_free_bytes: f64,
+    /// The largest value a write can store now without evicting (a conservative estimate).
+    pub largest_value: f64,
+    /// `heap_partial_free_bytes / heap_free_bytes` (0 when nothing is free).
+    pub fragmentation: f64,
 }
 
 /// `verify()`.
@@ -235,6 +248,12 @@ impl NativeStore {
             lock_contended: s.lock_contended as f64,
             counters: s.counters as f64,
             region_bytes: s.region_bytes as f64,
+            value_bytes: s.value_bytes as f64,
+            heap_bytes: s.heap_bytes as f64,
+            heap_free_bytes: s.heap_free_bytes as f64,
+            heap_partial_free_bytes: s.heap_partial_free_bytes as f64,
+            largest_value: s.largest_value as f64,
+            fragmentation: s.fragmentation(),
         }
     }
 

@@ -29,7 +29,7 @@ test('4 workers race openOrCreate on a new name, then counters and incr are exac
 
 test('a worker SIGKILLed at random during a storm never blocks or corrupts the others', async (t) => {
   const region = h.uniqueName('storm');
-  Store.openOrCreate(region, { capacity: 4096, maxValueLen: 256, maxCounters: 64 });
+  Store.openOrCreate(region, { capacity: 4096, memory: 16 << 20, maxValueLen: 80_000, maxCounters: 64 });
   const STORM_MS = 5000;
   const MAX_KILLS = 40;
   const live = new Set();
@@ -37,12 +37,14 @@ test('a worker SIGKILLed at random during a storm never blocks or corrupts the o
   const errors = [];
   let maxOpMs = 0;
   let kills = 0;
+  const bigReads = new Map(); // worker -> reads of values past 4 KiB it reported
   const spawn = () => {
     const w = h.fork('storm', region);
     w.on('message', (m) => {
       if (m.ready) ready.add(w);
       if (m.errors) errors.push(...m.errors);
       if (m.maxOpMs > maxOpMs) maxOpMs = m.maxOpMs;
+      if (m.bigReads) bigReads.set(w, m.bigReads);
     });
     w.once('exit', () => {
       live.delete(w);
@@ -84,6 +86,8 @@ test('a worker SIGKILLed at random during a storm never blocks or corrupts the o
   assert.deepEqual(errors, [], 'no operation failed and no value was torn');
   assert.ok(kills >= 10, `only ${kills} kills`);
   assert.ok(maxOpMs < 2000, `an operation took ${maxOpMs} ms`);
+  const big = [...bigReads.values()].reduce((a, n) => a + n, 0);
+  assert.ok(big > 0, 'values of several heap pages were read back whole during the storm');
 
   const store = Store.open(region);
   const report = store.verify();
@@ -98,7 +102,7 @@ test('a worker SIGKILLed at random during a storm never blocks or corrupts the o
     const v = store.getString(`hot:${i}`);
     if (v !== null) assert.equal(v.split('|')[0], `hot:${i}`);
   }
-  t.diagnostic(`storm: ${kills} kills, ${store.stats().lockRecoveries} lock recoveries, counter ${counted}, max op ${maxOpMs.toFixed(1)} ms`);
+  t.diagnostic(`storm: ${kills} kills, ${store.stats().lockRecoveries} lock recoveries, counter ${counted}, max op ${maxOpMs.toFixed(1)} ms, ${big} reads of values > 4 KiB`);
 });
 
 test('a lock held by a killed worker is taken over at once, with a larger fence', async () => {
@@ -107,7 +111,7 @@ test('a lock held by a killed worker is taken over at once, with a larger fence'
   const held = await h.nextMessage(holder, (m) => 'held' in m, 10_000, 'lock held');
   assert.equal(held.held, true);
   // While the holder lives, nobody else gets it.
-  const store = Store.openOrCreate(region, { capacity: 4096, maxValueLen: 256, maxCounters: 64 });
+  const store = Store.openOrCreate(region, { capacity: 4096, memory: 16 << 20, maxValueLen: 80_000, maxCounters: 64 });
   assert.equal(store.tryLock('takeover', 1000), null);
   assert.equal(store.lockHolder('takeover').pid, holder.process.pid);
   holder.process.kill('SIGKILL');
@@ -124,7 +128,7 @@ test('lock() waits on timers: the event loop keeps running while another worker 
   const region = h.uniqueName('lockwait');
   const holder = h.fork('lockHolder', region);
   await h.nextMessage(holder, (m) => m.held, 10_000, 'lock held');
-  const store = Store.openOrCreate(region, { capacity: 4096, maxValueLen: 256, maxCounters: 64 });
+  const store = Store.openOrCreate(region, { capacity: 4096, memory: 16 << 20, maxValueLen: 80_000, maxCounters: 64 });
   let ticks = 0;
   const timer = setInterval(() => ticks++, 10);
   const t0 = Date.now();

@@ -110,6 +110,11 @@ test('store options: wrong types are TypeErrors, out of range RangeErrors, unkno
     [{ capacity: 2 ** 33 }, rangeErr],
     [{ maxKeyLen: 0 }, rangeErr],
     [{ maxValueLen: 17 * 1024 * 1024 }, rangeErr],
+    [{ maxValueLen: 2 * 1024 * 1024 - 16 * 1024 + 1 }, rangeErr],
+    [{ memory: '64m' }, typeErr],
+    [{ memory: 0 }, rangeErr],
+    [{ memory: 2 ** 41 }, rangeErr],
+    [{ memory: 2n ** 41n }, rangeErr],
     [{ shards: 5000 }, rangeErr],
     [{ whenFull: 'drop' }, rangeErr],
     [{ whenFull: 1 }, typeErr],
@@ -120,7 +125,7 @@ test('store options: wrong types are TypeErrors, out of range RangeErrors, unkno
     [[1], typeErr],
   ];
   for (const [opts, err] of cases) {
-    assert.throws(() => Store.openOrCreate(name, opts), err, JSON.stringify(opts));
+    assert.throws(() => Store.openOrCreate(name, opts), err, JSON.stringify(opts, (_, v) => (typeof v === 'bigint' ? `${v}n` : v)));
   }
   for (const bad of [undefined, null, 5, {}]) {
     assert.throws(() => Store.openOrCreate(bad), typeErr);
@@ -234,6 +239,7 @@ test('random arguments to every method: only TypeError, RangeError or coded stor
     () => c.add(any()), () => c.set(any()), () => c.addBigInt(any()), () => rl.check(any(), any()),
     () => s.tryLock(any(), any()), () => s.counter(any()), () => s.scan(any(), { prefix: any(), limit: any() }),
     () => s.deletePrefix(any()), () => s.lockHolder(any()), () => Store.open(any()), () => Store.openOrCreate(fuzzName, any()),
+    () => Store.openOrCreate(fuzzName, { memory: any(), maxValueLen: any() }),
   ];
   let threw = 0;
   for (let i = 0; i < 5000; i++) {

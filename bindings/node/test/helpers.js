@@ -85,4 +85,14 @@ async function killAllWorkers() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-module.exports = { uniqueName, cleanupNames, within, fork, nextMessage, exited, killAllWorkers, sleep };
+/**
+ * `len` bytes that depend on `seed` and on each byte's position, so a misplaced or mixed-up
+ * block shows. The Rust peer (`src/bin/peer.rs`, `fill` / `check`) makes the same bytes.
+ */
+function pattern(len, seed) {
+  const b = Buffer.allocUnsafe(len);
+  for (let i = 0; i < len; i++) b[i] = (i * 131 + seed * 7 + (i >>> 9)) & 0xff;
+  return b;
+}
+
+module.exports = { uniqueName, cleanupNames, within, fork, nextMessage, exited, killAllWorkers, sleep, pattern };

@@ -7,6 +7,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
+const { Store } = require('..');
 const h = require('./helpers');
 
 const ROOT = path.join(__dirname, '..');
@@ -79,4 +80,30 @@ test('a Node worker and a Rust process share keys, incr, counters, the cache and
   assert.notEqual(taken, null, 'taken over from the exited Rust holder');
   assert.ok(BigInt(taken) > BigInt(kept.split(' ')[1]));
   assert.equal(await node('verify'), true);
+});
+
+test('a Node process and a Rust process share values of every size (the value heap)', () => {
+  const region = h.uniqueName('peerheap');
+  const s = Store.openOrCreate(region, { memory: 8 << 20 });
+  const sizes = [0, 24, 25, 200, 2048, 4096, 4097, 40_000, 65_536, 1 << 20];
+  sizes.forEach((n, i) => s.set(`node${n}`, h.pattern(n, i)));
+  assert.deepEqual(
+    rust(region, ...sizes.map((n, i) => `check node${n} ${n} ${i}`), ...sizes.map((n, i) => `fill rust${n} ${n} ${i + 50}`), 'verify'),
+    [...sizes.map(() => 'ok'), ...sizes.map(() => 'OK'), 'ok'],
+  );
+  sizes.forEach((n, i) => assert.deepEqual(s.get(`rust${n}`), h.pattern(n, i + 50), `rust${n}`));
+  // The Rust side sees Node's rewrites (another size, other bytes) and deletes; and a wrong
+  // expectation is reported (the check can fail).
+  s.set('node4097', h.pattern(100, 7));
+  s.delete('node2048');
+  assert.deepEqual(rust(region, 'check node4097 100 7', 'check node2048 2048 4', 'check node40000 40000 8', 'check node40000 40001 7', 'verify'), [
+    'ok',
+    '(nil)',
+    'differs at byte 0',
+    'length 40000',
+    'ok',
+  ]);
+  const total = (sizes.filter((n) => n > 24).reduce((a, n) => a + n, 0) - 2048 - 4097 + 100) + sizes.filter((n) => n > 24).reduce((a, n) => a + n, 0);
+  assert.equal(s.stats().valueBytes, total);
+  assert.equal(s.verify().ok, true);
 });

@@ -11,6 +11,8 @@
 //! trylock-keep NAME MS     -> "acquired FENCE", never released (the lock dies with us)
 //! holder NAME              -> "PID FENCE" or "none"
 //! verify                   -> "ok" or the report
+//! fill KEY LEN SEED        -> OK (stores LEN bytes of the test pattern, see `pattern`)
+//! check KEY LEN SEED       -> "ok", "(nil)", "length N" or "differs at byte I"
 //! ```
 //! Errors print `error: <message>`; the process exits 0 at end of input.
 
@@ -18,6 +20,14 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use shmstate::{Cache, Store};
+
+/// The bytes of `test/helpers.js`'s `pattern(len, seed)`: each depends on its position and the
+/// seed, so a misplaced or mixed-up block shows.
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 131 + seed * 7 + (i >> 9)) & 0xff) as u8)
+        .collect()
+}
 
 fn run(store: &Store, words: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
     let text = |v: Option<Vec<u8>>| {
@@ -66,6 +76,23 @@ fn run(store: &Store, words: &[&str]) -> Result<String, Box<dyn std::error::Erro
                 r.to_string().replace('\n', " | ")
             }
         }
+        ["fill", k, len, seed] => {
+            store.set(k.as_bytes(), &pattern(len.parse()?, seed.parse()?), None)?;
+            "OK".into()
+        }
+        ["check", k, len, seed] => match store.get(k.as_bytes())? {
+            None => "(nil)".into(),
+            Some(v) => {
+                let want = pattern(len.parse()?, seed.parse()?);
+                if v.len() != want.len() {
+                    format!("length {}", v.len())
+                } else if let Some(i) = v.iter().zip(&want).position(|(a, b)| a != b) {
+                    format!("differs at byte {i}")
+                } else {
+                    "ok".into()
+                }
+            }
+        },
         _ => return Err(format!("unknown command {words:?}").into()),
     })
 }

@@ -40,6 +40,12 @@ const total: number = reg.gaugeTotal('inflight');
 const v = store.verify();
 const problems: string[] = v.ok ? [] : v.problems;
 const hits: number = store.stats().hits;
+const st = store.stats();
+const heap: number = st.valueBytes + st.heapBytes + st.heapFreeBytes + st.heapPartialFreeBytes + st.largestValue + st.fragmentation;
+const sized: Store = Store.anonymous({ memory: 64 << 20, maxValueLen: 1 << 20 });
+Store.anonymous({ memory: 64n << 20n });
+// @ts-expect-error memory is bytes, not a string
+Store.anonymous({ memory: '64m' });
 const page = store.scan(0, { prefix: 'a', limit: 10 });
 const next: number | null = page.cursor;
 for (const key of store.keys('a')) key.length;
