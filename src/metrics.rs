@@ -32,6 +32,11 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 /// | `shmstate_slots` | gauge | slots in the table (capacity plus headroom) |
 /// | `shmstate_tombstones` | gauge | deleted slots that still lengthen lookups |
 /// | `shmstate_region_bytes` | gauge | size of the mapped region |
+/// | `shmstate_value_bytes` | gauge | bytes of the values stored in the heap |
+/// | `shmstate_heap_bytes` | gauge | size of the value heap |
+/// | `shmstate_heap_free_bytes` | gauge | heap bytes free (free pages and free blocks) |
+/// | `shmstate_heap_fragmentation` | gauge | share of the free heap bytes in partly used pages |
+/// | `shmstate_largest_value_bytes` | gauge | the largest value a write can store now (estimate) |
 /// | `shmstate_lookups_total{result="hit"\|"miss"}` | counter | lock-free lookups |
 /// | `shmstate_sets_total` | counter | writes that stored a value |
 /// | `shmstate_deletes_total` | counter | entries deleted |
@@ -119,6 +124,37 @@ pub fn render_prometheus(stats: &Stats, counters: &[(String, i64)]) -> String {
         "shmstate_region_bytes",
         "Size of the shared-memory region in bytes.",
         stats.region_bytes,
+    );
+    gauge(
+        &mut out,
+        "shmstate_value_bytes",
+        "Bytes of the values stored in the heap (values over 24 bytes).",
+        stats.value_bytes,
+    );
+    gauge(
+        &mut out,
+        "shmstate_heap_bytes",
+        "Size of the value heap in bytes.",
+        stats.heap_bytes,
+    );
+    gauge(
+        &mut out,
+        "shmstate_heap_free_bytes",
+        "Heap bytes free: in free pages and in free blocks of partly used pages.",
+        stats.heap_free_bytes,
+    );
+    family(
+        &mut out,
+        "shmstate_heap_fragmentation",
+        "gauge",
+        "Share of the free heap bytes that sit in partly used pages.",
+    );
+    let _ = writeln!(out, "shmstate_heap_fragmentation {}", stats.fragmentation());
+    gauge(
+        &mut out,
+        "shmstate_largest_value_bytes",
+        "The largest value a write can store now without evicting (an estimate).",
+        stats.largest_value,
     );
 
     family(

@@ -102,6 +102,18 @@ fn shm_region_lifecycle() {
     );
     // A second create is refused.
     expect_error(&run(&["create", n]), "already exists");
+    // A region sized by its memory budget.
+    let sized = ShmName::new("cli-memory");
+    let o = run(&["create", sized.0.as_str(), "--memory", "8m"]);
+    expect(&o, 0);
+    let o = run(&["info", sized.0.as_str(), "--json"]);
+    expect(&o, 0);
+    assert!(stdout(&o).contains("\"region_bytes\":8"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("\"heap_free_bytes\":"),
+        "{}",
+        stdout(&o)
+    );
 
     expect(&run(&["set", n, "greeting", "hello"]), 0);
     let o = run(&["get", n, "greeting"]);

@@ -164,17 +164,21 @@ pub enum Command {
 /// Configuration of a new region.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Entries the table must hold.
-    #[arg(long, default_value_t = 10_000)]
-    pub capacity: u64,
+    /// The region's size, index and values together: bytes, or with a unit (k, m, g: powers of
+    /// 1024), e.g. `64m`. Default: from the capacity (1 KiB of values per entry).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<ByteSize>,
+    /// Entries the table must hold (default: memory / 1024, or 65536 without --memory).
+    #[arg(long)]
+    pub capacity: Option<u64>,
     /// Longest key in bytes.
     #[arg(long, default_value_t = 64)]
     pub max_key_len: u32,
-    /// Longest value in bytes (every slot reserves this much).
-    #[arg(long, default_value_t = 256)]
+    /// Longest value in bytes: a limit, not a reservation (values take the memory they need).
+    #[arg(long, default_value_t = 1 << 20)]
     pub max_value_len: u32,
-    /// Round the value room up so each slot fills whole 64-byte cache lines (no two entries
-    /// share a line; the extra room is usable value length).
+    /// Round the key room up so each slot fills whole 64-byte cache lines (no two entries
+    /// share a line; the extra room is usable key length).
     #[arg(long)]
     pub line_sized_slots: bool,
     /// Named counter slots.
@@ -189,6 +193,35 @@ pub struct CreateArgs {
     /// How long a write waits for a lock held by a live process.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub lock_timeout: DurationArg,
+}
+
+/// A size on the command line: bytes, or a number with a unit k, m or g (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        let t = t
+            .strip_suffix("ib")
+            .or_else(|| t.strip_suffix('b'))
+            .unwrap_or(&t);
+        let (num, shift) = match t.char_indices().last() {
+            Some((i, 'k')) => (&t[..i], 10),
+            Some((i, 'm')) => (&t[..i], 20),
+            Some((i, 'g')) => (&t[..i], 30),
+            _ => (t, 0),
+        };
+        let n: u64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("not a size: {s:?} (bytes, or a number with k, m or g)"))?;
+        n.checked_mul(1u64 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size too large: {s:?}"))
+    }
 }
 
 /// A duration on the command line: a number with an optional unit (ms, s, m, h, d; default s).
@@ -223,6 +256,19 @@ impl FromStr for DurationArg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        let b = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(b("4096"), Ok(4096));
+        assert_eq!(b("64m"), Ok(64 << 20));
+        assert_eq!(b("64MiB"), Ok(64 << 20));
+        assert_eq!(b("2G"), Ok(2 << 30));
+        assert_eq!(b("8k"), Ok(8192));
+        for bad in ["", "m", "1.5m", "-1", "10x", "99999999999g"] {
+            assert!(b(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -311,7 +311,6 @@ fn run(cmd: Command, out: &mut impl Write) -> Result<Answer, CliError> {
 
 fn config_from(a: &CreateArgs) -> Config {
     let mut cfg = Config::new()
-        .capacity(a.capacity)
         .max_key_len(a.max_key_len)
         .max_value_len(a.max_value_len)
         .line_sized_slots(a.line_sized_slots)
@@ -322,6 +321,12 @@ fn config_from(a: &CreateArgs) -> Config {
         } else {
             WhenFull::Refuse
         });
+    if let Some(n) = a.capacity {
+        cfg = cfg.capacity(n);
+    }
+    if let Some(m) = a.memory {
+        cfg = cfg.memory(m.0);
+    }
     if let Some(n) = a.shards {
         cfg = cfg.shards(n);
     }

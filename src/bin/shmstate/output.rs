@@ -87,13 +87,26 @@ pub fn info_text(s: &Store, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "max value:     {} bytes", l.max_value_len)?;
         writeln!(
             out,
-            "slot size:     {} bytes",
-            24 + round8(l.max_key_len) + round8(l.max_value_len)
+            "slot size:     {} bytes (values over 24 bytes in the heap)",
+            24 + round8(l.max_key_len) + 24
         )?;
         writeln!(out, "counters:      {} / {}", st.counters, l.max_counters)?;
     } else {
         writeln!(out, "counters:      {}", st.counters)?;
     }
+    writeln!(
+        out,
+        "heap:          {} of {} free ({:.1}% of that in partly used pages), {} in values",
+        human_bytes(st.heap_free_bytes),
+        human_bytes(st.heap_bytes),
+        100.0 * st.fragmentation(),
+        human_bytes(st.value_bytes)
+    )?;
+    writeln!(
+        out,
+        "largest value: {} bytes can be stored now (an estimate)",
+        st.largest_value
+    )?;
     writeln!(
         out,
         "when full:     {}",
@@ -130,13 +143,18 @@ pub fn info_json(s: &Store, out: &mut impl Write) -> io::Result<()> {
         j.u64("max_counters", l.max_counters);
     }
     j.u64("counters", st.counters);
+    j.u64("value_bytes", st.value_bytes);
+    j.u64("heap_bytes", st.heap_bytes);
+    j.u64("heap_free_bytes", st.heap_free_bytes);
+    j.u64("largest_value", st.largest_value);
+    j.f64("fragmentation", st.fragmentation());
     j.str("when_full", if s.evicts() { "evict" } else { "refuse" });
     j.u64("generation", s.generation());
     writeln!(out, "{}", j.finish())
 }
 
 /// The statistics as `(name, value)` pairs, in display order.
-fn stat_fields(st: &Stats) -> [(&'static str, u64); 15] {
+fn stat_fields(st: &Stats) -> [(&'static str, u64); 20] {
     [
         ("entries", st.entries),
         ("capacity", st.capacity),
@@ -153,6 +171,11 @@ fn stat_fields(st: &Stats) -> [(&'static str, u64); 15] {
         ("lock_contended", st.lock_contended),
         ("counters", st.counters),
         ("region_bytes", st.region_bytes),
+        ("value_bytes", st.value_bytes),
+        ("heap_bytes", st.heap_bytes),
+        ("heap_free_bytes", st.heap_free_bytes),
+        ("heap_partial_free_bytes", st.heap_partial_free_bytes),
+        ("largest_value", st.largest_value),
     ]
 }
 
