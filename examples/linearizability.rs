@@ -1,7 +1,9 @@
 //! The linearizability check of `tests/linearizability.rs`, for long runs: rounds of forked
-//! workers running random operations on a few keys while some are SIGKILLed or die at a
-//! failpoint inside a write path; each round's logged history is checked against a sequential
-//! model (`tests/common/linearize.rs`). Panics (exit 101) on a violation, printing a minimal
+//! workers running random operations on a few keys, with values stored inline, in one heap
+//! block or in pages and tail blocks, in a near-full heap, while some are SIGKILLed or die at a
+//! failpoint inside a write path of the table or the heap; each round's logged history is
+//! checked against a sequential model (`tests/common/linearize.rs`). Prints the deaths at each
+//! failpoint at the end. Panics (exit 101) on a violation, printing a minimal
 //! non-linearizable history of one key.
 //!
 //! ```text

@@ -4,11 +4,24 @@
 //! Each round forks worker processes that run random operations on a few keys of one store and
 //! record every operation in a shared log (invoke time, call, result, response time, from one
 //! logical clock in the log). Meanwhile the parent SIGKILLs workers at random times and starts
-//! new ones (a new process in the history); some workers arm a failpoint so that they die inside
-//! a write path, holding the shard lock. A killed worker's last operation is pending: it may or
-//! may not have happened. The history is then checked against a sequential model
-//! (`common::linearize`), and two altered copies of it (a read of a value never written, a
-//! stale read) must be rejected.
+//! new ones (a new process in the history); most workers arm a failpoint so that they die inside
+//! a write path, holding the shard lock: the table's steps, and the value heap's (a value's
+//! blocks written but not published, a compaction move copied or re-pointed, a removed or
+//! replaced value not yet freed, the heap rebuilt by a repairer). A killed worker's last
+//! operation is pending: it may or may not have happened. The history is then checked against a
+//! sequential model (`common::linearize`), and two altered copies of it (a read of a value never
+//! written, a stale read) must be rejected.
+//!
+//! Values have several sizes: integers and short tokens stored inline in the slot, values of
+//! one heap block, and values of whole pages plus tail blocks (up to 12 KiB), so overwrites
+//! change a key's shape. The log (and the history) holds a short *name* for each value, from
+//! which its bytes follow ([`expand`]); a read's bytes are turned back into the name they
+//! expand from, or into a name never written if they are not exactly such a value (torn,
+//! truncated, another's). The heap is sized near full (`WhenFull::Refuse`): writes compact and
+//! are refused with `Full`, which the model takes as "no effect" (`Ret::Full`). Besides the
+//! three contended keys, a dozen cold keys hold values that compaction moves while the hot keys
+//! are written. Every failpoint must be died at in the test's rounds together (8 s of rounds,
+//! up to 16 s while one has not been).
 
 mod common;
 
@@ -18,7 +31,7 @@ use std::time::{Duration, Instant};
 use common::forked::{self, spawn, wait, Exit};
 use common::linearize::{self, Bytes, Call, IncrError, Op, Ret, Verdict};
 use shmstate::failpoint::{self, Action};
-use shmstate::{Config, Error, Store};
+use shmstate::{Config, Error, Store, WhenFull};
 
 type TestFn = fn();
 
@@ -35,29 +48,48 @@ fn main() {
 
 /// Worker processes alive at once.
 const WORKERS: usize = 4;
-/// Keys the workers share (few, so that operations on one key overlap often).
-const KEYS: usize = 3;
+/// Keys most operations go to (few, so that operations on one key overlap often).
+const HOT_KEYS: usize = 3;
+/// All keys: the hot ones, then cold ones (one operation in five), whose values fill the heap
+/// and get moved by compaction.
+const KEYS: usize = 16;
 /// Processes per round (workers and their replacements, plus the parent's final reads).
 const MAX_PARTS: usize = 512;
 /// Operations one process can log.
 const PART_OPS: usize = 8192;
 /// Per-key search budget of the checker.
 const MAX_STEPS: u64 = 2_000_000;
-/// Write paths a worker may die in (holding the shard lock), including repair of another's.
-const FAILPOINTS: &[&str] = &[
-    "lock.acquired",
-    "insert.written",
-    "insert.published",
-    "put.scratch",
-    "put.committed",
-    "put.applying",
-    "put.published",
-    "delete.ctrl",
-    "incr.computed",
-    "cas.matched",
-    "repair.redone",
-    "repair.recounted",
+/// Write paths a worker may die in (holding the shard lock), including repair of another's,
+/// with whether rounds reach them often (`false`: a worker dies at its first hit).
+const FAILPOINTS: &[(&str, bool)] = &[
+    ("lock.acquired", true),
+    ("insert.written", true),
+    ("insert.published", true),
+    ("put.scratch", true),
+    ("put.committed", true),
+    ("put.applying", true),
+    ("put.published", true),
+    ("delete.ctrl", true),
+    ("incr.computed", true),
+    ("cas.matched", true),
+    ("repair.redone", false),
+    ("repair.recounted", false),
+    // The value heap: blocks written, not published; an overwrite's or a delete's old blocks
+    // not yet freed; a compaction move copied, then re-pointed; the heap rebuilt by repair.
+    ("heap.stored", true),
+    ("put.freeing", true),
+    ("delete.freeing", true),
+    ("compact.copied", false),
+    ("compact.moved", false),
+    ("repair.heap_rebuilt", false),
 ];
+/// Where a worker that dies leaves a committed overwrite for the next lock holder to redo.
+const REDO_ENABLERS: &[&str] = &["put.committed", "put.applying", "put.published"];
+/// Heap pages per shard: room for two 12 KiB values, far less than every key at its largest,
+/// so the heap fills, compacts and refuses.
+const PAGES_PER_SHARD: u64 = 8;
+/// Longest value (12 KiB: three whole pages).
+const MAX_LEN: usize = 12 * 1024;
 
 /// One round's size.
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +130,7 @@ impl Rng {
 // but before recording the response, which the checker allows too: a pending op may or may not
 // have happened).
 
-/// A value of at most 32 bytes, or none (`len == NONE`).
+/// A value's name (at most 32 bytes, see [`expand`]), or none (`len == NONE`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Val {
@@ -107,7 +139,8 @@ struct Val {
 }
 
 const NONE: u8 = u8::MAX;
-const MAX_VALUE: usize = 32;
+/// Longest name.
+const MAX_NAME: usize = 32;
 
 impl Val {
     fn new(v: Option<&[u8]>) -> Val {
@@ -116,7 +149,7 @@ impl Val {
             bytes: [0; 32],
         };
         if let Some(v) = v {
-            assert!(v.len() <= MAX_VALUE, "value of {} bytes", v.len());
+            assert!(v.len() <= MAX_NAME, "name of {} bytes", v.len());
             out.len = v.len() as u8;
             out.bytes[..v.len()].copy_from_slice(v);
         }
@@ -134,7 +167,8 @@ struct Entry {
     /// `K_*` below.
     kind: u8,
     key: u8,
-    /// For `Ret::Int`: 0 ok, 1 not an integer, 2 overflow. For `Ret::Flag`: 0 or 1.
+    /// For `Ret::Int`: 0 ok, 1 not an integer, 2 overflow. For `Ret::Flag`: 0 or 1. For the
+    /// writes: [`RET_FULL`] if refused.
     ret_code: u8,
     delta: i64,
     a: Val,
@@ -150,6 +184,8 @@ const K_REPLACE: u8 = 4;
 const K_DELETE: u8 = 5;
 const K_CAS: u8 = 6;
 const K_INCR: u8 = 7;
+/// `ret_code` of a write refused with `Full`.
+const RET_FULL: u8 = 3;
 
 #[repr(C)]
 struct Header {
@@ -241,6 +277,7 @@ impl Log {
             }
             Ret::Int(Err(IncrError::NotAnInteger)) => e.ret_code = 1,
             Ret::Int(Err(IncrError::Overflow)) => e.ret_code = 2,
+            Ret::Full => e.ret_code = RET_FULL,
         }
         e.response.store(self.tick(), Ordering::SeqCst);
     }
@@ -271,6 +308,9 @@ impl Log {
             let done = (response != 0).then(|| {
                 let ret = match call {
                     Call::Get => Ret::Value(e.ret_val.get()),
+                    _ if e.kind != K_INCR && e.kind != K_DELETE && e.ret_code == RET_FULL => {
+                        Ret::Full
+                    }
                     Call::Set(_) => Ret::Done,
                     Call::Incr(_) => Ret::Int(match e.ret_code {
                         0 => Ok(e.ret_int),
@@ -304,21 +344,84 @@ fn key_name(k: usize) -> Bytes {
 // ---------------------------------------------------------------------------------------------
 // Workers
 
-/// Runs `call` on the store and returns its result; any error other than incr's is a bug.
+// ---------------------------------------------------------------------------------------------
+// Values and their names
+
+/// The bytes a value's name stands for. An integer or a short token (`p<process>.<n>`, no `#`)
+/// is its own value, stored inline; `<token>#<len>` is `len` bytes: the token, `#`, then
+/// bytes that follow from the token and the length (a stream of 64-bit words, each mixing the
+/// seed and its position), stored in one heap block or in pages and tail blocks.
+fn expand(name: &[u8]) -> Vec<u8> {
+    let Some(p) = name.iter().position(|&b| b == b'#') else {
+        return name.to_vec();
+    };
+    let len: usize = std::str::from_utf8(&name[p + 1..])
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .expect("a name's length");
+    assert!(len > p + 1 && len <= MAX_LEN, "length {len} of {name:?}");
+    let seed = name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut v = Vec::with_capacity(len + 8);
+    v.extend_from_slice(&name[..=p]);
+    let mut i = 0u64;
+    while v.len() < len {
+        let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        v.extend_from_slice(&(z ^ (z >> 29)).to_le_bytes());
+        i += 1;
+    }
+    v.truncate(len);
+    v
+}
+
+/// The name a stored value was expanded from; `?torn` (never written) if the bytes are no
+/// value's (torn, truncated, extended, misplaced).
+fn compress(v: &[u8]) -> Vec<u8> {
+    let torn = b"?torn".to_vec();
+    match v.iter().take(MAX_NAME).position(|&b| b == b'#') {
+        None if v.len() <= MAX_NAME => v.to_vec(),
+        None => torn,
+        Some(p) => {
+            let mut name = v[..=p].to_vec();
+            name.extend_from_slice(v.len().to_string().as_bytes());
+            if name.len() <= MAX_NAME && v.len() > p + 1 && v.len() <= MAX_LEN && expand(&name) == v
+            {
+                name
+            } else {
+                torn
+            }
+        }
+    }
+}
+
+/// Runs `call` (whose values are names) on the store and returns its result (values as names);
+/// any error other than incr's, and `Full` for a write, is a bug.
 fn perform(store: &Store, key: &[u8], call: &Call) -> Ret {
-    let flag = |r: shmstate::Result<bool>| Ret::Flag(r.expect("store operation"));
+    let flag = |r: shmstate::Result<bool>| match r {
+        Err(Error::Full) => Ret::Full,
+        r => Ret::Flag(r.expect("store operation")),
+    };
+    let bytes = |v: &Option<Bytes>| v.as_deref().map(expand);
     match call {
-        Call::Get => Ret::Value(store.get(key).expect("get")),
-        Call::Set(v) => {
-            store.set(key, v, None).expect("set");
-            Ret::Done
-        }
-        Call::Add(v) => flag(store.add(key, v, None)),
-        Call::Replace(v) => flag(store.replace(key, v, None)),
+        Call::Get => Ret::Value(store.get(key).expect("get").map(|v| compress(&v))),
+        Call::Set(v) => match store.set(key, &expand(v), None) {
+            Err(Error::Full) => Ret::Full,
+            r => {
+                r.expect("set");
+                Ret::Done
+            }
+        },
+        Call::Add(v) => flag(store.add(key, &expand(v), None)),
+        Call::Replace(v) => flag(store.replace(key, &expand(v), None)),
         Call::Delete => flag(store.delete(key)),
-        Call::Cas { expected, new } => {
-            flag(store.compare_and_swap(key, expected.as_deref(), new.as_deref(), None))
-        }
+        Call::Cas { expected, new } => flag(store.compare_and_swap(
+            key,
+            bytes(expected).as_deref(),
+            bytes(new).as_deref(),
+            None,
+        )),
         Call::Incr(d) => Ret::Int(match store.incr(key, *d, None) {
             Ok(n) => Ok(n),
             Err(Error::NotAnInteger) => Err(IncrError::NotAnInteger),
@@ -329,12 +432,21 @@ fn perform(store: &Store, key: &[u8], call: &Call) -> Ret {
 }
 
 /// A random call on a key; written values are unique (process and sequence number), half of
-/// them integers (so `incr` applies), half not.
+/// them integers (so `incr` applies), half not; of those, some stored inline, some in one
+/// heap block, some in pages and tail blocks (names: see [`expand`]).
 fn random_call(rng: &mut Rng, part: usize, n: &mut u64, last: &Option<Bytes>) -> Call {
     let mut fresh = |rng: &mut Rng| {
         *n += 1;
         if rng.below(2) == 0 {
-            format!("p{part}.{n}").into_bytes()
+            let token = format!("p{part}.{n}");
+            let len = match rng.below(20) {
+                0..=6 => return token.into_bytes(),
+                7..=13 => 25 + rng.below(2040 - 24) as usize,
+                14..=17 => 2041 + rng.below((MAX_LEN - 2040) as u64) as usize,
+                _ => [25, 2040, 2041, 4080, 4081, 4096, 4097, 6137, 8192, MAX_LEN]
+                    [rng.below(10) as usize],
+            };
+            format!("{token}#{len}").into_bytes()
         } else {
             (part as u64 * 1_000_000_000 + *n * 1000)
                 .to_string()
@@ -378,7 +490,11 @@ fn worker(store: &Store, log: Log, part: usize, seed: u64, fail: Option<(&str, u
         {
             break;
         }
-        let k = rng.below(KEYS as u64) as usize;
+        let k = if rng.below(5) == 0 {
+            HOT_KEYS + rng.below((KEYS - HOT_KEYS) as u64) as usize
+        } else {
+            rng.below(HOT_KEYS as u64) as usize
+        };
         let call = random_call(&mut rng, part, &mut n, &last[k]);
         let key = key_name(k);
         let mut result = None;
@@ -390,6 +506,7 @@ fn worker(store: &Store, log: Log, part: usize, seed: u64, fail: Option<(&str, u
         // What this worker believes the value is (for likely-successful compare-and-swaps).
         last[k] = match (&call, result.expect("recorded")) {
             (_, Ret::Value(v)) => v,
+            (_, Ret::Full) => last[k].take(),
             (Call::Set(v), _) => Some(v.clone()),
             (Call::Add(v) | Call::Replace(v), Ret::Flag(true)) => Some(v.clone()),
             (Call::Cas { new, .. }, Ret::Flag(true)) => new.clone(),
@@ -427,7 +544,11 @@ pub struct Round {
     pub processes: usize,
     pub killed: usize,
     pub failpoint_deaths: usize,
+    /// Deaths at each of [`FAILPOINTS`].
+    pub deaths_by_point: [usize; FAILPOINTS.len()],
     pub ops: usize,
+    /// Writes refused with `Full`.
+    pub refused: usize,
     pub pending: usize,
     /// Ops invoked before some earlier-invoked op on the same key had returned.
     pub overlapping: usize,
@@ -436,8 +557,9 @@ pub struct Round {
     pub check: Duration,
 }
 
-/// Worker processes alive; any left when this is dropped (a failed assertion) are killed.
-struct Live(Vec<(libc::pid_t, usize)>);
+/// Worker processes alive, with the index in [`FAILPOINTS`] each is armed at; any left when
+/// this is dropped (a failed assertion) are killed.
+struct Live(Vec<(libc::pid_t, Option<usize>)>);
 
 impl Drop for Live {
     fn drop(&mut self) {
@@ -462,16 +584,60 @@ fn try_wait(pid: libc::pid_t) -> Option<Exit> {
     })
 }
 
+/// The store of a round: `shards` shards of [`PAGES_PER_SHARD`] heap pages each (`memory` =
+/// the index plus that), refusing when full.
+fn round_store(shards: u32) -> Store {
+    let base = Config::new()
+        .capacity(64)
+        .shards(shards)
+        .max_key_len(8)
+        .max_value_len(MAX_LEN as u32)
+        .when_full(WhenFull::Refuse);
+    let want = PAGES_PER_SHARD * 4096 * u64::from(shards);
+    let st = Store::anonymous(&base).unwrap().stats();
+    let mut memory = st.region_bytes - st.heap_bytes + want;
+    for _ in 0..16 {
+        let store = Store::anonymous(&base.clone().memory(memory)).unwrap();
+        let heap = store.stats().heap_bytes;
+        if heap >= want {
+            return store;
+        }
+        memory += (want - heap).max(4096);
+    }
+    panic!("no memory size gives {want} heap bytes");
+}
+
+/// The failpoint (index in [`FAILPOINTS`]) to arm a new worker at: mostly one that no worker
+/// has died at yet in the test (`reached`, with this round's `fig`) nor is armed at (`live`),
+/// while there are such; else any. `repair.redone` needs a worker to die with its overwrite
+/// committed first ([`REDO_ENABLERS`]): until it is reached, a worker is armed at one of those
+/// whenever none is.
+fn choose_point(rng: &mut Rng, reached: &[usize], fig: &Round, live: &Live) -> usize {
+    let n = FAILPOINTS.len();
+    let armed = |i: usize| live.0.iter().filter(|(_, a)| *a == Some(i)).count();
+    let done = |i: usize| reached[i] + fig.deaths_by_point[i] > 0;
+    let redone = FAILPOINTS
+        .iter()
+        .position(|(p, _)| *p == "repair.redone")
+        .expect("repair.redone is listed");
+    let enablers: Vec<usize> = (0..n)
+        .filter(|&i| REDO_ENABLERS.contains(&FAILPOINTS[i].0))
+        .collect();
+    if !done(redone) && enablers.iter().all(|&e| armed(e) == 0) {
+        return enablers[rng.below(enablers.len() as u64) as usize];
+    }
+    let fresh: Vec<usize> = (0..n).filter(|&i| !done(i) && armed(i) == 0).collect();
+    if !fresh.is_empty() && rng.below(4) != 0 {
+        fresh[rng.below(fresh.len() as u64) as usize]
+    } else {
+        rng.below(n as u64) as usize
+    }
+}
+
 /// Runs the workers of one round (killing and replacing some) and returns the history.
-fn run_round(plan: Plan, fig: &mut Round) -> Vec<Op> {
-    let store = Store::anonymous(
-        &Config::new()
-            .capacity(64)
-            .shards(plan.shards)
-            .max_key_len(8)
-            .max_value_len(MAX_VALUE as u32),
-    )
-    .unwrap();
+/// `reached`: deaths at each failpoint in the earlier rounds.
+fn run_round(plan: Plan, fig: &mut Round, reached: &[usize]) -> Vec<Op> {
+    let store = round_store(plan.shards);
     let log = Log::new();
     let h = log.header();
     h.target.store(plan.ops, Ordering::SeqCst);
@@ -479,37 +645,41 @@ fn run_round(plan: Plan, fig: &mut Round) -> Vec<Op> {
     let mut parts = 0;
     let mut live = Live(Vec::new());
     let start = Instant::now();
-    let start_worker = |rng: &mut Rng, live: &mut Live, parts: &mut usize| {
+    let start_worker = |rng: &mut Rng, live: &mut Live, parts: &mut usize, fig: &Round| {
         let part = *parts;
         *parts += 1;
         let fail = (rng.below(4) != 0).then(|| {
-            (
-                FAILPOINTS[rng.below(FAILPOINTS.len() as u64) as usize],
-                rng.below(100) as u32,
-            )
+            let i = choose_point(rng, reached, fig, live);
+            let (name, often) = FAILPOINTS[i];
+            (i, name, if often { rng.below(30) as u32 } else { 0 })
         });
         let seed = rng.next();
         let store = store.clone();
-        let pid = spawn(move || worker(&store, log, part, seed, fail));
-        live.0.push((pid, part));
+        let pid = spawn(move || worker(&store, log, part, seed, fail.map(|(_, n, a)| (n, a))));
+        live.0.push((pid, fail.map(|(i, _, _)| i)));
     };
     for _ in 0..WORKERS {
-        start_worker(&mut rng, &mut live, &mut parts);
+        start_worker(&mut rng, &mut live, &mut parts, fig);
     }
     loop {
         std::thread::sleep(Duration::from_micros(rng.below(2000)));
         let mut ended = Vec::new();
-        live.0.retain(|&(pid, _)| match try_wait(pid) {
+        live.0.retain(|&(pid, point)| match try_wait(pid) {
             None => true,
             Some(exit) => {
-                ended.push(exit);
+                ended.push((exit, point));
                 false
             }
         });
-        for exit in ended {
+        for (exit, point) in ended {
             match exit {
                 Exit::Code(0) => {}
-                Exit::Signal(libc::SIGKILL) => fig.failpoint_deaths += 1,
+                Exit::Signal(libc::SIGKILL) => {
+                    fig.failpoint_deaths += 1;
+                    if let Some(i) = point {
+                        fig.deaths_by_point[i] += 1;
+                    }
+                }
                 other => panic!("a worker ended with {other:?} (a failed store operation?)"),
             }
         }
@@ -522,20 +692,25 @@ fn run_round(plan: Plan, fig: &mut Round) -> Vec<Op> {
         if !more {
             break;
         }
-        if !live.0.is_empty() && rng.below(2) == 0 {
+        if !live.0.is_empty() && rng.below(4) == 0 {
             let (pid, _) = live.0.swap_remove(rng.below(live.0.len() as u64) as usize);
             forked::kill(pid);
             fig.killed += 1;
         }
         while live.0.len() < WORKERS && parts + 1 < MAX_PARTS {
-            start_worker(&mut rng, &mut live, &mut parts);
+            start_worker(&mut rng, &mut live, &mut parts, fig);
         }
     }
     h.stop.store(1, Ordering::SeqCst);
-    for (pid, _) in std::mem::take(&mut live.0) {
+    for (pid, point) in std::mem::take(&mut live.0) {
         match wait(pid, Duration::from_secs(30)) {
             Exit::Code(0) => {}
-            Exit::Signal(libc::SIGKILL) => fig.failpoint_deaths += 1,
+            Exit::Signal(libc::SIGKILL) => {
+                fig.failpoint_deaths += 1;
+                if let Some(i) = point {
+                    fig.deaths_by_point[i] += 1;
+                }
+            }
             other => panic!("a worker ended with {other:?} (a failed store operation?)"),
         }
     }
@@ -737,6 +912,17 @@ fn linearizable_with_kills() {
         print_every: 1,
     });
     assert!(total.ops > 0 && total.pending > 0 && total.killed + total.failpoint_deaths > 0);
+    assert!(
+        total.refused > 0,
+        "no write was refused: the heap never filled"
+    );
+    let never: Vec<&str> = FAILPOINTS
+        .iter()
+        .zip(total.deaths_by_point)
+        .filter(|(_, n)| *n == 0)
+        .map(|((p, _), _)| *p)
+        .collect();
+    assert!(never.is_empty(), "no worker died at {never:?}");
 }
 
 /// How much to check.
@@ -745,7 +931,8 @@ pub struct Soak {
     pub seed: u64,
     /// At least this many histories are checked...
     pub min_rounds: u64,
-    /// ...and rounds go on until this much time has passed.
+    /// ...and rounds go on until this much time has passed, and up to twice as long while a
+    /// failpoint has not been died at.
     pub min_time: Duration,
     /// Operations per round (halved after an inconclusive check).
     pub ops: u64,
@@ -762,7 +949,7 @@ pub fn soak(s: &Soak) -> Round {
         "  seed {} (LINZ_SEED to repeat), rounds of up to {} ops for at least {:?} and {} rounds",
         s.seed, s.ops, s.min_time, s.min_rounds
     );
-    for p in FAILPOINTS {
+    for (p, _) in FAILPOINTS {
         assert!(
             failpoint::POINTS.iter().any(|(name, _)| name == p),
             "no failpoint {p}"
@@ -772,7 +959,11 @@ pub fn soak(s: &Soak) -> Round {
     let mut ops = s.ops;
     let mut total = Round::default();
     let mut attempt = 0;
-    while total.rounds < s.min_rounds || start.elapsed() < s.min_time {
+    let unreached = |t: &Round| t.deaths_by_point.contains(&0);
+    while total.rounds < s.min_rounds
+        || start.elapsed() < s.min_time
+        || (unreached(&total) && start.elapsed() < 2 * s.min_time)
+    {
         let seed = s.seed.wrapping_add(attempt);
         attempt += 1;
         let plan = Plan {
@@ -782,7 +973,7 @@ pub fn soak(s: &Soak) -> Round {
             shards: 1 + (seed % 2) as u32,
         };
         let mut fig = Round::default();
-        let history = run_round(plan, &mut fig);
+        let history = run_round(plan, &mut fig, &total.deaths_by_point);
         let t = Instant::now();
         let verdict = linearize::check(&history, MAX_STEPS);
         fig.check = t.elapsed();
@@ -792,6 +983,10 @@ pub fn soak(s: &Soak) -> Round {
                 fig.pending = c.pending;
                 fig.steps = c.steps;
                 fig.overlapping = overlapping(&history);
+                fig.refused = history
+                    .iter()
+                    .filter(|o| matches!(o.done, Some((_, Ret::Full))))
+                    .count();
             }
             Verdict::Inconclusive { .. } => {
                 println!("  seed {seed}: {verdict}; retrying smaller");
@@ -815,7 +1010,8 @@ pub fn soak(s: &Soak) -> Round {
         if (total.rounds + 1) % s.print_every.max(1) == 0 {
             println!(
                 "  seed {seed}: {} shard(s), {} processes ({} killed, {} died at a failpoint), \
-                 {} ops ({} pending, {} overlapping), {} search steps; run {:.2?}, check {:.2?}",
+                 {} ops ({} pending, {} overlapping, {} refused: Full), {} search steps; run \
+                 {:.2?}, check {:.2?}",
                 plan.shards,
                 fig.processes,
                 fig.killed,
@@ -823,6 +1019,7 @@ pub fn soak(s: &Soak) -> Round {
                 fig.ops,
                 fig.pending,
                 fig.overlapping,
+                fig.refused,
                 fig.steps,
                 fig.run,
                 fig.check
@@ -832,6 +1029,10 @@ pub fn soak(s: &Soak) -> Round {
         total.processes += fig.processes;
         total.killed += fig.killed;
         total.failpoint_deaths += fig.failpoint_deaths;
+        for (t, f) in total.deaths_by_point.iter_mut().zip(fig.deaths_by_point) {
+            *t += f;
+        }
+        total.refused += fig.refused;
         total.ops += fig.ops;
         total.pending += fig.pending;
         total.overlapping += fig.overlapping;
@@ -840,13 +1041,14 @@ pub fn soak(s: &Soak) -> Round {
         total.check += fig.check;
     }
     println!(
-        "  total: {} histories checked, {} ops ({} pending, {} overlapping), {} processes \
-         ({} killed, {} died at a failpoint), {} search steps; run {:.2?}, check {:.2?}, \
-         wall {:.2?}",
+        "  total: {} histories checked, {} ops ({} pending, {} overlapping, {} refused: Full), \
+         {} processes ({} killed, {} died at a failpoint), {} search steps; run {:.2?}, check \
+         {:.2?}, wall {:.2?}",
         total.rounds,
         total.ops,
         total.pending,
         total.overlapping,
+        total.refused,
         total.processes,
         total.killed,
         total.failpoint_deaths,
@@ -855,5 +1057,11 @@ pub fn soak(s: &Soak) -> Round {
         total.check,
         start.elapsed()
     );
+    let by_point: Vec<String> = FAILPOINTS
+        .iter()
+        .zip(total.deaths_by_point)
+        .map(|((p, _), n)| format!("{p} {n}"))
+        .collect();
+    println!("  died at: {}", by_point.join(", "));
     total
 }

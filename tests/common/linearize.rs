@@ -26,6 +26,11 @@
 //! (after everything, as if it never happened), so those choices are skipped, and pending
 //! reads are dropped outright.
 //!
+//! A write refused for lack of room ([`Ret::Full`]) changed nothing in the model, wherever it
+//! is linearized, so it constrains nothing and is dropped too. A refusal that did change the
+//! key (a partial write, the old value lost) shows in the reads after it, which no
+//! linearization then explains.
+//!
 //! # Bounds
 //!
 //! Each key's search counts its steps (list positions visited) and gives up after
@@ -78,6 +83,8 @@ pub enum Ret {
     Flag(bool),
     /// Of `Incr`.
     Int(Result<i64, IncrError>),
+    /// Of `Set`, `Add`, `Replace`, `Cas`: refused for lack of room (`Error::Full`), no effect.
+    Full,
 }
 
 /// One operation of a history.
@@ -194,6 +201,7 @@ pub fn describe_last(ops: &[Op], n: usize) -> String {
                     Ret::Done => "ok".to_owned(),
                     Ret::Flag(b) => b.to_string(),
                     Ret::Int(r) => format!("{r:?}"),
+                    Ret::Full => "FULL (refused)".to_owned(),
                 },
             ),
         };
@@ -291,6 +299,10 @@ fn well_formed(history: &[Op]) -> Result<(), String> {
                         Ret::Flag(_)
                     )
                     | (Call::Incr(_), Ret::Int(_))
+                    | (
+                        Call::Set(_) | Call::Add(_) | Call::Replace(_) | Call::Cas { .. },
+                        Ret::Full
+                    )
             );
             if !kind_ok {
                 return Err(format!("p{}: {:?} returned {r:?}", o.process, o.call));
@@ -347,7 +359,7 @@ fn observer(o: &Op) -> bool {
     matches!(
         (&o.call, &o.done),
         (Call::Get, _)
-            | (_, Some((_, Ret::Flag(false))))
+            | (_, Some((_, Ret::Flag(false) | Ret::Full)))
             | (Call::Incr(_), Some((_, Ret::Int(Err(_)))))
     )
 }
@@ -514,10 +526,11 @@ const HEAD: usize = 0;
 /// The Wing & Gong / Lowe search over the ops of one key.
 fn search(ops: &[Op], max_steps: u64) -> Search {
     let mut vals = Interner::default();
-    // Pending reads change nothing and return nothing checked: drop them.
+    // Pending reads and refused writes change nothing and return nothing checked: drop them.
     let ops: Vec<&Op> = ops
         .iter()
         .filter(|o| !(o.is_pending() && o.call == Call::Get))
+        .filter(|o| !matches!(o.done, Some((_, Ret::Full))))
         .collect();
     let iops: Vec<IOp> = ops
         .iter()
@@ -536,6 +549,7 @@ fn search(ops: &[Op], max_steps: u64) -> Search {
                 Ret::Done => IRet::Done,
                 Ret::Flag(b) => IRet::Flag(*b),
                 Ret::Int(r) => IRet::Int(*r),
+                Ret::Full => unreachable!("refused writes were dropped"),
             }),
         })
         .collect();
@@ -823,6 +837,17 @@ pub fn self_test_cases() -> Vec<(&'static str, Vec<Op>, bool)> {
             true,
         ),
         (
+            "a refused write changes nothing",
+            vec![
+                op(1, "k", Set(b("a")), 1, 2, Ret::Done),
+                op(2, "k", Set(b("big")), 3, 6, Ret::Full),
+                op(3, "k", Get, 4, 5, val("a")),
+                op(3, "k", Replace(b("big2")), 7, 8, Ret::Full),
+                op(1, "k", Get, 9, 10, val("a")),
+            ],
+            true,
+        ),
+        (
             "separate keys are independent",
             vec![
                 op(1, "a", Set(b("1")), 1, 4, Ret::Done),
@@ -934,6 +959,34 @@ pub fn self_test_cases() -> Vec<(&'static str, Vec<Op>, bool)> {
             false,
         ),
         (
+            "a refused write's value seen",
+            vec![
+                op(1, "k", Set(b("a")), 1, 2, Ret::Done),
+                op(2, "k", Set(b("big")), 3, 4, Ret::Full),
+                op(3, "k", Get, 5, 6, val("big")),
+            ],
+            false,
+        ),
+        (
+            "a refused overwrite lost the old value",
+            vec![
+                op(1, "k", Set(b("a")), 1, 2, Ret::Done),
+                op(
+                    2,
+                    "k",
+                    Cas {
+                        expected: Some(b("a")),
+                        new: Some(b("big")),
+                    },
+                    3,
+                    4,
+                    Ret::Full,
+                ),
+                op(3, "k", Get, 5, 6, Ret::Value(None)),
+            ],
+            false,
+        ),
+        (
             "read of the absent key after a completed set",
             vec![
                 op(1, "k", Set(b("a")), 1, 2, Ret::Done),
@@ -987,6 +1040,8 @@ pub fn self_test() {
     assert!(matches!(check(&overlap, 1000), Verdict::Malformed(_)));
     let wrong_kind = vec![op(1, "k", Get, 1, 2, Ret::Flag(true))];
     assert!(matches!(check(&wrong_kind, 1000), Verdict::Malformed(_)));
+    let full_read = vec![op(1, "k", Get, 1, 2, Ret::Full)];
+    assert!(matches!(check(&full_read, 1000), Verdict::Malformed(_)));
     // Twelve concurrent sets, then reads of the first one's value: linearizable, but only
     // after a search; with a tiny budget the verdict is inconclusive, not a pass.
     let mut wide = Vec::new();

@@ -2,7 +2,8 @@
 //! `examples/torture.rs` (long runs from the command line).
 //!
 //! The promise under test: a worker killed at any instant (`SIGKILL`) loses at most its own
-//! in-flight operation; nothing else is lost or corrupted, and nobody deadlocks.
+//! in-flight operation; nothing else is lost or corrupted, nobody deadlocks, and the value heap
+//! loses no space.
 //!
 //! # How it works
 //!
@@ -13,43 +14,69 @@
 //! worker loops over a random mix of every operation on a small hot keyset (so shard locks are
 //! contended), recording in its ledger slot what it did. The supervisor kills a random worker
 //! at random moments, reaps it and forks a replacement into the same slot. With the
-//! `failpoints` feature it also arms, in some of the workers it forks, a random write point
-//! with `Action::Park`: the worker stops there *holding its shard lock* and writes a byte to a
+//! `failpoints` feature it also arms, in the workers it forks (every one until each point has
+//! been reached once, then half of them), a write point with
+//! `Action::Park`: the worker stops there *holding its shard lock* and writes a byte to a
 //! pipe, and the supervisor kills it after a short random hold (during which the others pile
-//! up on that lock).
+//! up on that lock). The points are the table's write and repair steps and the value heap's
+//! (a value's blocks written but not published, a block copied or re-pointed by compaction, a
+//! victim chosen by eviction, an expired entry reclaimed for room, a removed value not yet
+//! freed, the heap rebuilt by repair); which point a new worker is armed at favours the points
+//! reached least so far, and every point a run arms must be reached (see [`park_points`]).
+//!
+//! # Values of every size
+//!
+//! Values are 1 byte to 64 KiB long, so they are stored in every way the heap has: inline in
+//! the slot (up to 24 bytes), one block of a size class, whole pages plus tail blocks listed in
+//! an extent block, up to sixteen whole pages. The mix of lengths shifts every
+//! [`Params::phase`] between mostly small, mostly large and mixed values (plus the lengths at
+//! the shape boundaries), so pages emptied by one mix must serve the next (compaction).
+//! [`Params::heap`] sizes the heap: with [`Heap::Roomy`] every shard has room for every key at
+//! 64 KiB at once, so no write is ever refused; with [`Heap::NearFull`] the heap is a fraction
+//! of what the large mix needs, so writes compact, reclaim expired entries and refuse
+//! ([`WhenFull::Refuse`]) or evict ([`WhenFull::Evict`]).
 //!
 //! What is checked, and how:
 //!
-//! * **Values are self-checking.** Every value of a table key carries its key, its writer, a
-//!   sequence number, a variable-length padding and a checksum over all of it; every read
-//!   checks that the value belongs to the key read and that the checksum matches. A torn or
-//!   misplaced value is a violation.
+//! * **Values are self-checking.** Every byte of a value is determined by its key, its
+//!   length and its version (writer and sequence number), and the value carries all three
+//!   (as far as its length allows; see [`make_value`]). Every read checks the whole value
+//!   against the key read. A torn, truncated, extended or misplaced value (another key's, or
+//!   pieces of two versions) is a violation.
 //! * **Nothing acknowledged is lost, nothing unwritten appears.** Each slot owns a few private
 //!   keys that only the worker in that slot writes. Before a write it records the write as
 //!   pending in the ledger, after it as acknowledged; every read of a private key must return
 //!   exactly the acknowledged state. A replacement worker first locks the key's shard (which
 //!   repairs a dead predecessor's half-done write) and then accepts either the acknowledged
-//!   or the pending state, which settles its predecessor's one in-flight write.
+//!   or the pending state, which settles its predecessor's one in-flight write. A write refused
+//!   with `Full` must leave the old value in place (checked by a read right after). Under
+//!   `Evict`, a private key holding heap bytes may have been evicted (counted); one stored
+//!   inline never is.
 //! * **Counters are conserved.** `incr` keys (never deleted, no TTL) and named counters are
 //!   only ever increased. A worker records "about to add d" before each increment and "added
 //!   d" (acknowledged total) after it. When a worker is killed, its in-flight amounts become
 //!   *uncertain*. At the end each value must lie in `[acknowledged, acknowledged +
 //!   uncertain]`, and every value a worker reads or gets back must not be below what it saw
 //!   before plus what it added since (increments are never lost, not even transiently).
-//! * **Every result is expected.** Capacity is ample and the lock timeout (10 s) far above any
-//!   legitimate wait, so every operation must return `Ok`; any `Err` (`Full`, `LockTimeout`,
-//!   `Corrupted`, ...) is a violation. Results are checked where they are determined: a
-//!   compare-and-swap against a value never stored must fail, `delete` of a private key
-//!   returns whether it was there, `ttl` never exceeds the longest TTL ever set, `scan`
-//!   returns only keys that exist in the key plan, and a `verify` run by a worker in the
+//! * **Every result is expected.** The table's capacity is ample and the lock timeout (10 s)
+//!   far above any legitimate wait, so every operation must return `Ok`, except `Full` for a
+//!   value that needs the heap in a near-full `Refuse` run; any other `Err` (`Full` elsewhere,
+//!   `LockTimeout`, `Corrupted`, ...) is a violation. Results are checked where they are
+//!   determined: a compare-and-swap against a value never stored must fail, `delete` of a
+//!   private key returns whether it was there, `ttl` never exceeds the longest TTL ever set,
+//!   `scan` returns only keys that exist in the key plan, and a `verify` run by a worker in the
 //!   middle of the storm must be clean.
 //! * **Nobody waits long, nobody hangs.** Each worker measures every operation and keeps its
 //!   maximum in the ledger; the maximum over all operations must stay below `max_wait_bound`.
 //!   Workers stamp a heartbeat after every operation; a worker with no heartbeat for
 //!   `hang_limit` (other than one parked on purpose) is a violation.
-//! * **Recovery was exercised.** At the end: `verify()` is clean, the store counted lock
-//!   recoveries (at least one per killed lock holder), and there were kills, and kills of
-//!   lock holders when failpoints are on.
+//! * **No space leaks.** At the end `verify()` is clean (it checks that every heap block is
+//!   referenced exactly once and that the maps and counts agree); then every key is deleted,
+//!   and the heap must be entirely free (`heap_free_bytes == heap_bytes`, no value bytes), and
+//!   `verify()` clean again.
+//! * **Recovery was exercised.** The store counted lock recoveries (at least one per killed
+//!   lock holder), there were kills, and, with failpoints, every point the run arms was
+//!   reached by a worker that was then killed there.
 //!
 //! A worker that sees a violation writes it to its ledger slot and exits with
 //! [`VIOLATION_EXIT`]; the supervisor then stops the run and reports it.
@@ -59,7 +86,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use shmstate::{Config, Counter, Store, Ttl};
+use shmstate::{Config, Counter, Error, Store, Ttl, WhenFull};
 
 use crate::forked;
 
@@ -78,36 +105,76 @@ const PENDING_DELETE: u64 = u64::MAX;
 const MAX_HOT_TTL_MS: u64 = 5_000;
 /// Longest TTL of the short-lived `t:` keys.
 const MAX_SHORT_TTL_MS: u64 = 50;
-/// Longest padding in a value (values are then at most 3 + 64 + 16 + 160 + 8 bytes).
-const MAX_PAD: usize = 160;
-const MAX_VALUE_LEN: u32 = 256;
+/// Longest value (the store's `max_value_len`).
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+/// Values of at most this many bytes are stored in the slot, not in the heap (the store's
+/// documented inline limit): only longer ones can be refused for lack of heap room, or
+/// evicted to make some.
+pub const INLINE_MAX: usize = 24;
+/// Heap pages one value of [`MAX_VALUE_LEN`] can take at worst: 16 whole pages, and its
+/// extent block and (no) tail blocks each counted as a page of its own.
+pub const PAGES_PER_VALUE: u32 = 19;
+/// Pages per shard of a [`Heap::NearFull`] run by default (320 KiB: a fraction of what the
+/// large-value mix needs with the default keys, and room for 4 values of 64 KiB, so that
+/// eviction can always make room).
+pub const NEAR_FULL_PAGES: u32 = 80;
 
-/// Write points a worker may be told to park at (holding its shard lock). The `repair.*`
-/// points are reached only by a worker repairing after an earlier kill: a repairer killed
-/// midway.
-pub const PARK_POINTS: &[&str] = &[
-    "lock.acquired",
-    "insert.written",
-    "insert.published",
-    "put.scratch",
-    "put.committed",
-    "put.applying",
-    "put.published",
-    "delete.ctrl",
-    "expire.stored",
-    "repair.redone",
-    "repair.recounted",
-    // Last: reached only in runs with `clears` (see `park_points`).
-    "clear.half",
+/// Write points a worker may be told to park at (holding its shard lock), with whether a run
+/// reaches them often (`false`: a worker is parked at the first hit, not a later one). The
+/// `repair.*` points are reached only by a worker repairing after an earlier kill: a repairer
+/// killed midway. Which of them a run arms: [`park_points`].
+const TABLE_POINTS: &[(&str, bool)] = &[
+    ("lock.acquired", true),
+    ("insert.written", true),
+    ("insert.published", true),
+    ("put.scratch", true),
+    ("put.committed", true),
+    ("put.applying", true),
+    ("put.published", true),
+    ("delete.ctrl", true),
+    ("expire.stored", true),
+    ("repair.redone", false),
+    ("repair.recounted", false),
 ];
+/// The points where a killed writer leaves a committed overwrite for the next lock holder to
+/// redo (so that a repairer can be parked at `repair.redone`).
+const REDO_ENABLERS: &[&str] = &["put.committed", "put.applying", "put.published"];
+/// Heap points every run reaches: a new value's blocks written, not yet published; a removed
+/// value's blocks not yet freed; repair has rebuilt the heap's maps.
+const HEAP_POINTS: &[(&str, bool)] = &[
+    ("heap.stored", true),
+    ("delete.freeing", true),
+    ("repair.heap_rebuilt", false),
+];
+/// Heap points reached only when the heap is full: an expired entry removed to make room; a
+/// block copied by compaction (its slot not yet re-pointed); the slot re-pointed (the old block
+/// not yet freed).
+const FULL_HEAP_POINTS: &[(&str, bool)] = &[
+    ("heap.reclaimed", false),
+    ("compact.copied", false),
+    ("compact.moved", false),
+];
+/// Reached only under `WhenFull::Evict` with a full heap: CLOCK chose a victim.
+const EVICT_POINT: (&str, bool) = ("heap.evicting", false);
+/// Reached only in runs that call `clear()`.
+const CLEAR_POINT: (&str, bool) = ("clear.half", false);
 
-/// The write points a run arms: `clear.half` only when workers call `clear`.
-fn park_points(clears: bool) -> usize {
-    if clears {
-        PARK_POINTS.len()
-    } else {
-        PARK_POINTS.len() - 1
+/// The write points a run arms (every one of them must be reached), with whether each is
+/// reached often: the table's and the heap's always, compaction and reclaiming expired
+/// entries with a near-full heap, eviction under `Evict`, `clear.half` with `clears`.
+pub fn park_points(p: &Params) -> Vec<(&'static str, bool)> {
+    let mut v: Vec<(&'static str, bool)> = TABLE_POINTS.to_vec();
+    v.extend_from_slice(HEAP_POINTS);
+    if let Heap::NearFull { policy, .. } = p.heap {
+        v.extend_from_slice(FULL_HEAP_POINTS);
+        if policy == WhenFull::Evict {
+            v.push(EVICT_POINT);
+        }
     }
+    if p.clears {
+        v.push(CLEAR_POINT);
+    }
+    v
 }
 
 /// Where the store's region lives, and so how a (re)spawned worker gets its handle.
@@ -159,6 +226,45 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// How big the value heap is (`Config::memory` is set to the index plus this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heap {
+    /// Every shard has room for every key of the run at 64 KiB at once (plus one overwrite),
+    /// each block counted as a whole page: no write is ever refused, and `Full` is a violation.
+    Roomy,
+    /// `pages` pages per shard (at least 3 x [`PAGES_PER_VALUE`], so that evicting everything
+    /// else always makes room for a 64 KiB value next to the one it replaces): the heap fills
+    /// when the mix turns to large values. `policy` says what a write then does; under
+    /// `Refuse`, `Full` is accepted for values that need the heap.
+    NearFull { policy: WhenFull, pages: u32 },
+}
+
+impl Heap {
+    /// A near-full heap of [`NEAR_FULL_PAGES`] pages per shard.
+    pub fn near_full(policy: WhenFull) -> Heap {
+        Heap::NearFull {
+            policy,
+            pages: NEAR_FULL_PAGES,
+        }
+    }
+
+    fn policy(self) -> WhenFull {
+        match self {
+            Heap::Roomy => WhenFull::Refuse,
+            Heap::NearFull { policy, .. } => policy,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Heap::Roomy => "roomy heap".into(),
+            Heap::NearFull { policy, pages } => {
+                format!("near-full heap ({pages} pages per shard, {policy:?} when full)")
+            }
+        }
+    }
+}
+
 /// Parameters of one run.
 #[derive(Clone, Debug)]
 pub struct Params {
@@ -166,7 +272,8 @@ pub struct Params {
     pub backing: Backing,
     /// Concurrent worker processes (at most [`MAX_WORKERS`]).
     pub workers: usize,
-    /// How long to run (the run also stops after `max_ops` operations).
+    /// How long to run (the run also stops after `max_ops` operations); up to twice as long
+    /// while some armed failpoint has not been reached.
     pub duration: Duration,
     /// Operation budget over all workers.
     pub max_ops: u64,
@@ -178,6 +285,10 @@ pub struct Params {
     pub seed: u64,
     /// Shards of the store (fewer shards: more contention).
     pub shards: u32,
+    /// How big the value heap is, and what a write does when it is full.
+    pub heap: Heap,
+    /// The mix of value lengths moves to the next of small, large and mixed every this often.
+    pub phase: Duration,
     /// Arm failpoints so that lock holders get killed (needs the `failpoints` feature).
     pub targeted: bool,
     /// Workers also call `clear()` (and, with `targeted`, are parked and killed half-way
@@ -206,6 +317,8 @@ impl Default for Params {
             kill_every: Duration::from_millis(50),
             seed: 1,
             shards: 4,
+            heap: Heap::Roomy,
+            phase: Duration::from_millis(700),
             targeted: cfg!(feature = "failpoints"),
             clears: false,
             // Long enough that other workers queue on the dead holder's lock, short enough
@@ -327,7 +440,7 @@ impl Op {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Randomness, time, values
+// Randomness, time
 
 /// splitmix64: small, fast, good enough for choosing operations.
 #[derive(Clone)]
@@ -348,6 +461,10 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below((hi - lo + 1) as u64) as usize
+    }
     /// True with probability `1 / n`.
     pub fn one_in(&mut self, n: u64) -> bool {
         self.below(n) == 0
@@ -366,47 +483,270 @@ fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+// ---------------------------------------------------------------------------------------------
+// Self-checking values
+
 fn fnv1a(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-/// A self-checking value: `"TV"`, key length, key, writer, sequence, padding, checksum.
-pub fn make_value(key: &[u8], writer: u64, seq: u64, pad: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(3 + key.len() + 16 + pad + 8);
-    v.extend_from_slice(b"TV");
-    v.push(key.len() as u8);
-    v.extend_from_slice(key);
-    v.extend_from_slice(&writer.to_le_bytes());
-    v.extend_from_slice(&seq.to_le_bytes());
-    v.extend((0..pad).map(|i| (i as u8).wrapping_mul(31) ^ (seq as u8) ^ (writer as u8)));
-    let sum = fnv1a(&v);
-    v.extend_from_slice(&sum.to_le_bytes());
+/// Mixes `parts` into a stream seed (different for any change of any part).
+fn seed_of(key: &[u8], parts: &[u64]) -> u64 {
+    let mut r = Rng::new(fnv1a(key));
+    for &p in parts {
+        r = Rng::new(r.next() ^ p);
+    }
+    r.next()
+}
+
+/// Word `i` of the byte stream of `seed`: every word depends on the seed and its position (a
+/// multiply-xorshift of both).
+#[inline]
+fn stream_word(seed: u64, i: usize) -> [u8; 8] {
+    let mut z = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (z ^ (z >> 29)).to_le_bytes()
+}
+
+/// Bytes of the stream pattern: a value's byte at offset `o` comes from pattern byte
+/// `o % PATTERN` (so the pattern's period is a heap page, and a value of any length costs one
+/// pattern's generation and then `memcpy`/`memcmp` speed, even in a debug build).
+const PATTERN: usize = 4096;
+
+/// The first `n` bytes (at most [`PATTERN`]) of `seed`'s pattern.
+fn pattern(seed: u64, n: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(n.div_ceil(8) * 8);
+    for i in 0..n.div_ceil(8) {
+        p.extend_from_slice(&stream_word(seed, i));
+    }
+    p.truncate(n);
+    p
+}
+
+/// The 8 bytes that start period `c` of a value (`c >= 1`) are the pattern's first 8 XOR `c`,
+/// so that each page-sized piece says where in the value it belongs.
+fn marker(pat: &[u8], c: usize) -> [u8; 8] {
+    let mut m = [0u8; 8];
+    for (i, b) in m.iter_mut().enumerate() {
+        *b = pat[i] ^ (c as u64).to_le_bytes()[i];
+    }
+    m
+}
+
+/// Appends value offsets `start..len` of `seed`'s stream to `v` (which holds `start` bytes).
+fn fill_stream(seed: u64, v: &mut Vec<u8>, len: usize) {
+    let start = v.len();
+    if start >= len {
+        return;
+    }
+    let pat = pattern(seed, len.min(PATTERN));
+    let mut o = start;
+    while o < len {
+        let c = o / PATTERN;
+        let end = ((c + 1) * PATTERN).min(len);
+        v.extend_from_slice(&pat[o - c * PATTERN..end - c * PATTERN]);
+        if c >= 1 {
+            let m = marker(&pat, c);
+            for (i, b) in m.iter().enumerate().take(end - c * PATTERN) {
+                v[c * PATTERN + i] = *b;
+            }
+        }
+        o = end;
+    }
+}
+
+/// Whether value offsets `start..` of `v` are `seed`'s stream; the offset of the first wrong
+/// byte if not.
+fn check_stream(seed: u64, v: &[u8], start: usize) -> Result<(), usize> {
+    let len = v.len();
+    if start >= len {
+        return Ok(());
+    }
+    let pat = pattern(seed, len.min(PATTERN));
+    let first_wrong = |got: &[u8], want: &[u8], at: usize| {
+        at + got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0)
+    };
+    let mut o = start;
+    while o < len {
+        let c = o / PATTERN;
+        let base = c * PATTERN;
+        let end = ((c + 1) * PATTERN).min(len);
+        let mut from = o;
+        if c >= 1 {
+            let m = marker(&pat, c);
+            let mend = (base + 8).min(end);
+            if v[base..mend] != m[..mend - base] {
+                return Err(first_wrong(&v[base..mend], &m, base));
+            }
+            from = mend;
+        }
+        if v[from..end] != pat[from - base..end - base] {
+            return Err(first_wrong(&v[from..end], &pat[from - base..], from));
+        }
+        o = end;
+    }
+    Ok(())
+}
+
+/// Lengths below this are *tiny* values (see [`make_value`]).
+const COMPACT_MIN: usize = 16;
+/// Bytes of a compact value's header.
+const COMPACT_HEAD: usize = 16;
+
+/// Length of a full value's header for `key`: `"TV"`, key length, key, writer, sequence,
+/// value length (`u32`), header checksum (`u32`).
+fn full_head(key: &[u8]) -> usize {
+    3 + key.len() + 8 + 8 + 4 + 4
+}
+
+/// The 32-bit writer id of a compact value: the writer's slot in the top byte, the low 24
+/// bits of its generation below. (A writer id of `u64::MAX`, used for values never stored,
+/// maps to `0xffff_ffff`, which no slot below 255 produces.)
+fn writer32(writer: u64) -> u32 {
+    ((writer >> 32) as u32) << 24 | (writer as u32 & 0x00ff_ffff)
+}
+
+/// A self-checking value of `key`, `len` bytes long (1 to [`MAX_VALUE_LEN`]), written by
+/// `writer` as its `seq`-th write. Every byte follows from the key, the length and the
+/// version, and the value says which version it is as far as its length allows:
+///
+/// | length                     | bytes                                                   |
+/// |----------------------------|---------------------------------------------------------|
+/// | 1, 2 (*tiny*)              | a stream seeded by key and length (one value per length) |
+/// | 3 ..= 15 (*tiny*)          | 16 bits of the version, then a stream seeded by key, length and those bits |
+/// | 16 .. full header (*compact*) | `'c'`, length, 16-bit key hash, 32-bit writer, 32-bit sequence, 32-bit header checksum, then a stream seeded by all of it |
+/// | full header .. (*full*)    | `"TV"`, key length, key, writer, sequence, length, header checksum, then a stream seeded by all of it |
+///
+/// (The full header is 27 bytes plus the key.) Two versions of a key differ in every stream
+/// word, with overwhelming probability, so pieces of two versions never pass as one. The
+/// stream repeats with the period of a heap page (4 KiB), and each period after the first
+/// starts with its index XORed in, so a page of the value in another page's place is caught
+/// too.
+pub fn make_value(key: &[u8], writer: u64, seq: u64, len: usize) -> Vec<u8> {
+    assert!((1..=MAX_VALUE_LEN).contains(&len), "value length {len}");
+    assert!(key.len() < 256, "key of {} bytes", key.len());
+    let mut v = Vec::with_capacity(len);
+    let fh = full_head(key);
+    if len >= fh {
+        v.extend_from_slice(b"TV");
+        v.push(key.len() as u8);
+        v.extend_from_slice(key);
+        v.extend_from_slice(&writer.to_le_bytes());
+        v.extend_from_slice(&seq.to_le_bytes());
+        v.extend_from_slice(&(len as u32).to_le_bytes());
+        let sum = fnv1a(&v) as u32;
+        v.extend_from_slice(&sum.to_le_bytes());
+        fill_stream(seed_of(key, &[1, writer, seq, len as u64]), &mut v, len);
+    } else if len >= COMPACT_MIN {
+        let (w, s) = (writer32(writer), seq as u32);
+        v.push(b'c');
+        v.push(len as u8);
+        v.extend_from_slice(&(fnv1a(key) as u16).to_le_bytes());
+        v.extend_from_slice(&w.to_le_bytes());
+        v.extend_from_slice(&s.to_le_bytes());
+        let mut h = v.clone();
+        h.extend_from_slice(key);
+        v.extend_from_slice(&(fnv1a(&h) as u32).to_le_bytes());
+        let seed = seed_of(key, &[2, u64::from(w), u64::from(s), len as u64]);
+        fill_stream(seed, &mut v, len);
+    } else if len >= 3 {
+        let tag = seed_of(key, &[writer, seq]) as u16;
+        v.extend_from_slice(&tag.to_le_bytes());
+        fill_stream(seed_of(key, &[3, u64::from(tag), len as u64]), &mut v, len);
+    } else {
+        fill_stream(seed_of(key, &[4, len as u64]), &mut v, len);
+    }
     v
 }
 
-/// Checks that `v` is a well-formed value of `key`; returns its writer and sequence number.
-pub fn check_value(key: &[u8], v: &[u8]) -> Result<(u64, u64), String> {
-    let head = 3 + key.len();
-    let describe = || format!("{:?}", String::from_utf8_lossy(v));
-    if v.len() < head + 16 + 8 {
-        return Err(format!(
-            "value of {} bytes is too short: {}",
+/// Checks that `v` is a well-formed value of `key` (see [`make_value`]); returns its writer
+/// and sequence number when it carries them (16 bytes and longer; a compact value gives the
+/// writer's slot and the low 24 bits of its generation, and 32 bits of the sequence).
+pub fn check_value(key: &[u8], v: &[u8]) -> Result<Option<(u64, u64)>, String> {
+    let describe = || {
+        let head = &v[..v.len().min(48)];
+        format!(
+            "{} bytes starting {:?}",
             v.len(),
+            String::from_utf8_lossy(head)
+        )
+    };
+    let torn = |what: &str, at: usize| {
+        Err(format!(
+            "{what} wrong from byte {at} (torn or misplaced value): {}",
             describe()
-        ));
+        ))
+    };
+    let len = v.len();
+    if len == 0 {
+        return Err("empty value (no value of the run is empty)".into());
     }
-    if &v[..2] != b"TV" || v[2] as usize != key.len() || &v[3..head] != key {
-        return Err(format!("value does not belong to this key: {}", describe()));
+    if len > MAX_VALUE_LEN {
+        return Err(format!("value longer than any written: {}", describe()));
     }
-    let (body, sum) = v.split_at(v.len() - 8);
-    if fnv1a(body).to_le_bytes() != sum {
-        return Err(format!("checksum mismatch (torn value): {}", describe()));
+    let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+    let fh = full_head(key);
+    if len >= fh {
+        let head = 3 + key.len();
+        if &v[..2] != b"TV" || v[2] as usize != key.len() || &v[3..head] != key {
+            return Err(format!("value does not belong to this key: {}", describe()));
+        }
+        if fnv1a(&v[..fh - 4]) as u32 != u32_at(fh - 4) {
+            return torn("header checksum", 0);
+        }
+        let (writer, seq) = (u64_at(head), u64_at(head + 8));
+        if u32_at(head + 16) as usize != len {
+            return Err(format!(
+                "value of {len} bytes says it is {} long (truncated or extended): {}",
+                u32_at(head + 16),
+                describe()
+            ));
+        }
+        let seed = seed_of(key, &[1, writer, seq, len as u64]);
+        if let Err(at) = check_stream(seed, v, fh) {
+            return torn("body", at);
+        }
+        Ok(Some((writer, seq)))
+    } else if len >= COMPACT_MIN {
+        if v[0] != b'c' || u16::from_le_bytes([v[2], v[3]]) != fnv1a(key) as u16 {
+            return Err(format!("value does not belong to this key: {}", describe()));
+        }
+        if v[1] as usize != len {
+            return Err(format!(
+                "value of {len} bytes says it is {} long (truncated or extended): {}",
+                v[1],
+                describe()
+            ));
+        }
+        let mut h = v[..12].to_vec();
+        h.extend_from_slice(key);
+        if fnv1a(&h) as u32 != u32_at(12) {
+            return torn("header checksum", 0);
+        }
+        let (w, s) = (u32_at(4), u32_at(8));
+        let seed = seed_of(key, &[2, u64::from(w), u64::from(s), len as u64]);
+        if let Err(at) = check_stream(seed, v, COMPACT_HEAD) {
+            return torn("body", at);
+        }
+        Ok(Some((
+            u64::from(w >> 24) << 32 | u64::from(w & 0x00ff_ffff),
+            u64::from(s),
+        )))
+    } else if len >= 3 {
+        let tag = u16::from_le_bytes([v[0], v[1]]);
+        if let Err(at) = check_stream(seed_of(key, &[3, u64::from(tag), len as u64]), v, 2) {
+            return torn("tiny value", at);
+        }
+        Ok(None)
+    } else {
+        if let Err(at) = check_stream(seed_of(key, &[4, len as u64]), v, 0) {
+            return torn("tiny value", at);
+        }
+        Ok(None)
     }
-    let writer = u64::from_le_bytes(v[head..head + 8].try_into().expect("8 bytes"));
-    let seq = u64::from_le_bytes(v[head + 8..head + 16].try_into().expect("8 bytes"));
-    Ok((writer, seq))
 }
 
 /// `value` within `[acked, acked + uncertain]`?
@@ -429,6 +769,82 @@ pub fn check_conserved(what: &str, value: i64, acked: i64, uncertain: i64) -> Re
 fn parse_int(v: &[u8]) -> Option<i64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Value lengths
+
+/// How a value is stored, by its length: in the slot, one heap block, an extent of up to 4
+/// pages, more pages than that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Inline,
+    Block,
+    Extent,
+    Large,
+}
+
+/// The most bytes one heap block holds (the largest size class, 2048 bytes, less its 8-byte
+/// header); longer values are whole pages plus tail blocks.
+pub const BLOCK_MAX: usize = 2040;
+const LARGE_FROM: usize = 4 * 4096 + 1;
+
+impl Shape {
+    pub fn of(len: usize) -> Shape {
+        if len <= INLINE_MAX {
+            Shape::Inline
+        } else if len <= BLOCK_MAX {
+            Shape::Block
+        } else if len < LARGE_FROM {
+            Shape::Extent
+        } else {
+            Shape::Large
+        }
+    }
+    const ALL: [Shape; 4] = [Shape::Inline, Shape::Block, Shape::Extent, Shape::Large];
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Inline => "inline",
+            Shape::Block => "one block",
+            Shape::Extent => "extent <= 16 KiB",
+            Shape::Large => "extent > 16 KiB",
+        }
+    }
+}
+
+/// Lengths where the heap's way of storing a value changes: the inline limit, the largest
+/// one-block value, two tail blocks (4080) against a short last page, whole pages and one byte
+/// either side, one and two tails after a page, the largest value.
+pub const BOUNDARY_LENS: &[usize] = &[
+    1, 2, 3, 15, 16, 24, 25, 26, 2040, 2041, 4080, 4081, 4095, 4096, 4097, 6136, 6137, 8176, 8177,
+    8192, 12288, 16384, 16385, 61440, 65528, 65535, 65536,
+];
+
+/// Weights (per 100) of inline, one-block, small-extent, large-extent and boundary lengths in
+/// each phase of the mix: mostly small, mostly large, mixed.
+const PHASE_MIX: [[u64; 5]; 3] = [[35, 55, 6, 1, 3], [8, 12, 30, 45, 5], [20, 30, 25, 15, 10]];
+const PHASE_NAMES: [&str; 3] = ["small", "large", "mixed"];
+
+/// A random value length for mix `phase` (0 small, 1 large, 2 mixed), at least `min`.
+pub fn pick_len(rng: &mut Rng, phase: usize, min: usize) -> usize {
+    let w = PHASE_MIX[phase % 3];
+    let mut x = rng.below(w.iter().sum());
+    let mut kind = 0;
+    while x >= w[kind] {
+        x -= w[kind];
+        kind += 1;
+    }
+    let len = match kind {
+        0 => rng.between(1, INLINE_MAX),
+        1 => rng.between(INLINE_MAX + 1, BLOCK_MAX),
+        2 => rng.between(BLOCK_MAX + 1, LARGE_FROM - 1),
+        3 => rng.between(LARGE_FROM, MAX_VALUE_LEN),
+        _ => BOUNDARY_LENS[rng.below(BOUNDARY_LENS.len() as u64) as usize],
+    };
+    len.max(min)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
 
 /// Every key of a run.
 struct Keys {
@@ -487,6 +903,14 @@ struct Slot {
     ops: AtomicU64,
     by_op: [AtomicU64; OPS],
     reads_checked: AtomicU64,
+    /// Bytes of the values read and checked.
+    bytes_checked: AtomicU64,
+    /// Acknowledged writes by [`Shape`] of the value written.
+    writes_by_shape: [AtomicU64; 4],
+    /// Writes refused with `Full` (accepted: a value needing the heap, near-full `Refuse` run).
+    full_refusals: AtomicU64,
+    /// Private keys found evicted (near-full `Evict` run).
+    private_evicted: AtomicU64,
     max_wait_ns: AtomicU64,
     max_wait_op: AtomicU32,
     incr_acked: [AtomicI64; INCR_KEYS],
@@ -495,8 +919,12 @@ struct Slot {
     ctr_inflight: [AtomicI64; COUNTERS],
     /// Sequence number of each private key's value (0: absent).
     priv_acked: [AtomicU64; PRIVATE_KEYS],
+    /// Length of each private key's acknowledged value.
+    priv_acked_len: [AtomicU64; PRIVATE_KEYS],
     /// A write in flight: the sequence number being written, [`PENDING_DELETE`], or 0.
     priv_pending: [AtomicU64; PRIVATE_KEYS],
+    /// Length of the value being written.
+    priv_pending_len: [AtomicU64; PRIVATE_KEYS],
     next_seq: AtomicU64,
     violations: AtomicU32,
     msg: [AtomicU8; MSG_LEN],
@@ -507,6 +935,8 @@ struct Ledger {
     stop: AtomicU32,
     /// Workers that opened a file or named region themselves (see [`Backing`]).
     opens: AtomicU64,
+    /// When the run started ([`mono_ns`]): the phase of the size mix counts from it.
+    start_ns: AtomicU64,
     slots: [Slot; MAX_WORKERS],
 }
 
@@ -580,6 +1010,8 @@ struct Worker<'a> {
     buf: Vec<u8>,
     /// Whether this run calls `clear()` (see [`Params::clears`]).
     clears: bool,
+    heap: Heap,
+    phase_ns: u64,
 }
 
 impl Worker<'_> {
@@ -603,18 +1035,61 @@ impl Worker<'_> {
         }
     }
 
-    fn checked(&self, key: &[u8], v: &[u8]) -> (u64, u64) {
+    /// Under `Evict` with a near-full heap, entries holding heap bytes may be evicted.
+    fn evicts(&self) -> bool {
+        self.heap.policy() == WhenFull::Evict && self.heap != Heap::Roomy
+    }
+
+    /// The result of a write of a `len`-byte value: `None` if it was refused with `Full`, which
+    /// is accepted only in a near-full `Refuse` run for a value that needs the heap.
+    fn write<T>(&self, what: &str, len: usize, r: shmstate::Result<T>) -> Option<T> {
+        match r {
+            Err(Error::Full)
+                if len > INLINE_MAX
+                    && matches!(
+                        self.heap,
+                        Heap::NearFull {
+                            policy: WhenFull::Refuse,
+                            ..
+                        }
+                    ) =>
+            {
+                self.slot.full_refusals.fetch_add(1, SeqCst);
+                None
+            }
+            r => Some(self.ok(what, r)),
+        }
+    }
+
+    /// Counts an acknowledged write of a `len`-byte value.
+    fn wrote(&self, len: usize) {
+        let i = Shape::ALL
+            .iter()
+            .position(|&s| s == Shape::of(len))
+            .expect("a shape");
+        self.slot.writes_by_shape[i].fetch_add(1, SeqCst);
+    }
+
+    fn checked(&self, key: &[u8], v: &[u8]) -> Option<(u64, u64)> {
         self.slot.reads_checked.fetch_add(1, SeqCst);
+        self.slot.bytes_checked.fetch_add(v.len() as u64, SeqCst);
         match check_value(key, v) {
             Ok(x) => x,
             Err(e) => self.fail(format!("read of {:?}: {e}", String::from_utf8_lossy(key))),
         }
     }
 
+    /// The mix of value lengths now (0 small, 1 large, 2 mixed).
+    fn phase(&self) -> usize {
+        let since = mono_ns().saturating_sub(self.ledger.start_ns.load(SeqCst));
+        ((since / self.phase_ns.max(1)) % 3) as usize
+    }
+
     fn new_value(&mut self, key: &[u8]) -> Vec<u8> {
         self.seq += 1;
-        let pad = self.rng.below(MAX_PAD as u64 + 1) as usize;
-        make_value(key, self.id, self.seq, pad)
+        let phase = self.phase();
+        let len = pick_len(&mut self.rng, phase, 1);
+        make_value(key, self.id, self.seq, len)
     }
 
     fn hot(&mut self) -> Vec<u8> {
@@ -670,19 +1145,28 @@ impl Worker<'_> {
                 let k = self.hot();
                 let v = self.new_value(&k);
                 let ttl = self.hot_ttl();
-                self.ok("set", self.store.set(&k, &v, ttl));
+                if self
+                    .write("set", v.len(), self.store.set(&k, &v, ttl))
+                    .is_some()
+                {
+                    self.wrote(v.len());
+                }
             }
             Op::Add => {
                 let k = self.hot();
                 let v = self.new_value(&k);
                 let ttl = self.hot_ttl();
-                self.ok("add", self.store.add(&k, &v, ttl));
+                if self.write("add", v.len(), self.store.add(&k, &v, ttl)) == Some(true) {
+                    self.wrote(v.len());
+                }
             }
             Op::Replace => {
                 let k = self.hot();
                 let v = self.new_value(&k);
                 let ttl = self.hot_ttl();
-                self.ok("replace", self.store.replace(&k, &v, ttl));
+                if self.write("replace", v.len(), self.store.replace(&k, &v, ttl)) == Some(true) {
+                    self.wrote(v.len());
+                }
             }
             Op::Delete => {
                 let k = self.hot();
@@ -716,7 +1200,12 @@ impl Worker<'_> {
                 let k = self.keys.short[i].clone();
                 let v = self.new_value(&k);
                 let ttl = Duration::from_millis(1 + self.rng.below(MAX_SHORT_TTL_MS));
-                self.ok("set(short ttl)", self.store.set(&k, &v, Some(ttl)));
+                if self
+                    .write("set(short ttl)", v.len(), self.store.set(&k, &v, Some(ttl)))
+                    .is_some()
+                {
+                    self.wrote(v.len());
+                }
                 let j = self.rng.below(self.keys.short.len() as u64) as usize;
                 let k = self.keys.short[j].clone();
                 if let Some(v) = self.ok("get(short ttl)", self.store.get(&k)) {
@@ -748,8 +1237,11 @@ impl Worker<'_> {
         let k = self.hot();
         let new = self.new_value(&k);
         if self.rng.one_in(8) {
-            // A value nobody ever stored (writer id u64::MAX) never matches.
-            let bogus = make_value(&k, u64::MAX, 0, 0);
+            // A value nobody ever stored (writer id u64::MAX; at least 16 bytes, so it carries
+            // its writer) never matches.
+            let phase = self.phase();
+            let len = pick_len(&mut self.rng, phase, COMPACT_MIN);
+            let bogus = make_value(&k, u64::MAX, 0, len);
             if self.ok(
                 "compare_and_swap",
                 self.store
@@ -768,16 +1260,26 @@ impl Worker<'_> {
                     Some(&new[..])
                 };
                 let ttl = self.hot_ttl();
-                self.ok(
+                let len = to.map_or(0, <[u8]>::len);
+                if self.write(
                     "compare_and_swap",
+                    len,
                     self.store.compare_and_swap(&k, Some(&cur), to, ttl),
-                );
+                ) == Some(true)
+                    && to.is_some()
+                {
+                    self.wrote(len);
+                }
             }
             None => {
-                self.ok(
+                if self.write(
                     "compare_and_swap",
+                    new.len(),
                     self.store.compare_and_swap(&k, None, Some(&new), None),
-                );
+                ) == Some(true)
+                {
+                    self.wrote(new.len());
+                }
             }
         }
     }
@@ -858,16 +1360,19 @@ impl Worker<'_> {
         let k = &self.keys.private[self.index][j];
         match self.ok("get (private)", self.store.get(k)) {
             None => 0,
-            Some(v) => {
-                let (writer, seq) = self.checked(k, &v);
-                if writer >> 32 != self.index as u64 {
-                    self.fail(format!(
-                        "private key {:?} written by writer {writer:#x} of another slot",
-                        String::from_utf8_lossy(k)
-                    ));
-                }
-                seq
-            }
+            Some(v) => match self.checked(k, &v) {
+                None => self.fail(format!(
+                    "private key {:?} holds a {}-byte value (private values are at least \
+                     {COMPACT_MIN})",
+                    String::from_utf8_lossy(k),
+                    v.len()
+                )),
+                Some((writer, _)) if writer >> 32 != self.index as u64 => self.fail(format!(
+                    "private key {:?} written by writer {writer:#x} of another slot",
+                    String::from_utf8_lossy(k)
+                )),
+                Some((_, seq)) => seq,
+            },
         }
     }
 
@@ -879,25 +1384,67 @@ impl Worker<'_> {
             // Lock the key's shard first: that repairs a dead writer's committed overwrite,
             // which a lock-free read would not yet see.
             self.ok("ttl (private)", self.store.ttl(k));
-            let acked = self.slot.priv_acked[j].load(SeqCst);
-            let pending = self.slot.priv_pending[j].load(SeqCst);
+            let s = self.slot;
+            let acked = s.priv_acked[j].load(SeqCst);
+            let pending = s.priv_pending[j].load(SeqCst);
+            let evictable = self.evicts()
+                && (s.priv_acked_len[j].load(SeqCst) as usize > INLINE_MAX
+                    || (pending != PENDING_DELETE
+                        && s.priv_pending_len[j].load(SeqCst) as usize > INLINE_MAX));
             let seen = self.read_private(j);
-            if let Err(e) = settled_state(acked, pending, seen) {
+            if let Err(e) = settled_state(acked, pending, seen, evictable) {
                 self.fail(format!("private key {:?}: {e}", String::from_utf8_lossy(k)));
             }
-            self.slot.priv_acked[j].store(seen, SeqCst);
-            self.slot.priv_pending[j].store(0, SeqCst);
+            if seen == 0 && acked != 0 && pending == 0 {
+                s.private_evicted.fetch_add(1, SeqCst);
+            }
+            let len = if seen == 0 {
+                0
+            } else if seen == acked {
+                s.priv_acked_len[j].load(SeqCst)
+            } else {
+                s.priv_pending_len[j].load(SeqCst)
+            };
+            s.priv_acked[j].store(seen, SeqCst);
+            s.priv_acked_len[j].store(len, SeqCst);
+            s.priv_pending[j].store(0, SeqCst);
+        }
+    }
+
+    /// A private key that held `acked` (a value of `acked_len` bytes) reads as absent: allowed
+    /// only if it was evicted (near-full `Evict` run, a value in the heap).
+    fn private_vanished(&self, j: usize, acked: u64, what: &str) {
+        let s = self.slot;
+        if self.evicts() && s.priv_acked_len[j].load(SeqCst) as usize > INLINE_MAX {
+            s.private_evicted.fetch_add(1, SeqCst);
+            s.priv_acked[j].store(0, SeqCst);
+            s.priv_acked_len[j].store(0, SeqCst);
+        } else {
+            self.fail(format!(
+                "private key {:?}: {what}, but it holds sequence {acked} ({} bytes{}): an \
+                 acknowledged write was lost",
+                String::from_utf8_lossy(&self.keys.private[self.index][j]),
+                s.priv_acked_len[j].load(SeqCst),
+                if self.evicts() {
+                    ", inline: never evicted"
+                } else {
+                    ""
+                }
+            ));
         }
     }
 
     fn private(&mut self) {
         let j = self.rng.below(PRIVATE_KEYS as u64) as usize;
         let k = self.keys.private[self.index][j].clone();
-        let acked = self.slot.priv_acked[j].load(SeqCst);
+        let s = self.slot;
+        let acked = s.priv_acked[j].load(SeqCst);
         match self.rng.below(4) {
             0 | 1 => {
                 let seen = self.read_private(j);
-                if seen != acked {
+                if seen == 0 && acked != 0 {
+                    self.private_vanished(j, acked, "read as absent");
+                } else if seen != acked {
                     self.fail(format!(
                         "private key {:?}: read sequence {seen}, acknowledged {acked} (a write \
                          was lost or appeared)",
@@ -906,25 +1453,49 @@ impl Worker<'_> {
                 }
             }
             2 => {
-                let seq = self.slot.next_seq.fetch_add(1, SeqCst) + 1;
-                let pad = self.rng.below(MAX_PAD as u64 + 1) as usize;
-                let v = make_value(&k, self.id, seq, pad);
-                self.slot.priv_pending[j].store(seq, SeqCst);
-                self.ok("set (private)", self.store.set(&k, &v, None));
-                self.slot.priv_acked[j].store(seq, SeqCst);
-                self.slot.priv_pending[j].store(0, SeqCst);
+                let seq = s.next_seq.fetch_add(1, SeqCst) + 1;
+                let phase = self.phase();
+                let len = pick_len(&mut self.rng, phase, COMPACT_MIN);
+                let v = make_value(&k, self.id, seq, len);
+                s.priv_pending_len[j].store(len as u64, SeqCst);
+                s.priv_pending[j].store(seq, SeqCst);
+                if self
+                    .write("set (private)", len, self.store.set(&k, &v, None))
+                    .is_some()
+                {
+                    s.priv_acked_len[j].store(len as u64, SeqCst);
+                    s.priv_acked[j].store(seq, SeqCst);
+                    s.priv_pending[j].store(0, SeqCst);
+                    self.wrote(len);
+                } else {
+                    // Refused: nothing changed, not even transiently.
+                    s.priv_pending[j].store(0, SeqCst);
+                    let seen = self.read_private(j);
+                    if seen != acked {
+                        self.fail(format!(
+                            "private key {:?}: a set refused with Full left sequence {seen}, \
+                             but it held {acked}",
+                            String::from_utf8_lossy(&k)
+                        ));
+                    }
+                }
             }
             _ => {
-                self.slot.priv_pending[j].store(PENDING_DELETE, SeqCst);
+                s.priv_pending[j].store(PENDING_DELETE, SeqCst);
                 let was = self.ok("delete (private)", self.store.delete(&k));
-                self.slot.priv_acked[j].store(0, SeqCst);
-                self.slot.priv_pending[j].store(0, SeqCst);
+                s.priv_pending[j].store(0, SeqCst);
                 if was != (acked != 0) {
-                    self.fail(format!(
-                        "delete of private key {:?} returned {was}, acknowledged sequence {acked}",
-                        String::from_utf8_lossy(&k)
-                    ));
+                    if !was {
+                        self.private_vanished(j, acked, "delete found nothing");
+                    } else {
+                        self.fail(format!(
+                            "delete of private key {:?} found a value, acknowledged none",
+                            String::from_utf8_lossy(&k)
+                        ));
+                    }
                 }
+                s.priv_acked[j].store(0, SeqCst);
+                s.priv_acked_len[j].store(0, SeqCst);
             }
         }
     }
@@ -961,14 +1532,16 @@ impl Worker<'_> {
     }
 }
 
-/// A private key's state after its writer died: the acknowledged state, or the pending write.
-fn settled_state(acked: u64, pending: u64, seen: u64) -> Result<(), String> {
+/// A private key's state after its writer died: the acknowledged state, or the pending write;
+/// or absent if `evictable` (a near-full `Evict` run where the acknowledged or the pending
+/// value needed the heap).
+fn settled_state(acked: u64, pending: u64, seen: u64, evictable: bool) -> Result<(), String> {
     let pending_state = match pending {
         0 => None,
         PENDING_DELETE => Some(0),
         s => Some(s),
     };
-    if seen == acked || pending_state == Some(seen) {
+    if seen == acked || pending_state == Some(seen) || (seen == 0 && evictable) {
         Ok(())
     } else {
         Err(format!(
@@ -987,14 +1560,28 @@ pub struct Report {
     pub workers: usize,
     /// The region: "anonymous", "file" or "named shm".
     pub backing: &'static str,
+    /// The heap's size and policy ([`Heap::describe`]).
+    pub heap: String,
+    pub heap_bytes: u64,
     pub ops: u64,
     pub by_op: Vec<(&'static str, u64)>,
     pub reads_checked: u64,
+    pub bytes_checked: u64,
+    /// Acknowledged writes by [`Shape`].
+    pub writes_by_shape: Vec<(&'static str, u64)>,
+    /// Writes refused with `Full` (accepted ones: values needing the heap, near-full `Refuse`).
+    pub full_refusals: u64,
+    /// Entries evicted for room (the store's count).
+    pub evictions: u64,
+    /// Expired entries reclaimed (the store's count).
+    pub expirations: u64,
+    /// Private keys found evicted.
+    pub private_evicted: u64,
     /// Every kill (random and targeted).
     pub kills: u64,
     /// Kills of a worker parked at a write point, i.e. holding its shard lock.
     pub holder_kills: u64,
-    /// The same, by write point (points never reached are not listed).
+    /// The same, by write point: every point the run armed, reached or not.
     pub holder_kills_by_point: Vec<(&'static str, u64)>,
     pub spawns: u64,
     /// Workers that opened the region themselves (file and named regions).
@@ -1006,6 +1593,8 @@ pub struct Report {
     /// Increments whose outcome a kill left uncertain (sum of the amounts).
     pub uncertain: i64,
     pub counters: Vec<String>,
+    /// Keys deleted at the end to check that the heap is then entirely free.
+    pub emptied: u64,
     pub targeted: bool,
     /// Everything that went wrong; empty on success.
     pub problems: Vec<String>,
@@ -1019,14 +1608,30 @@ impl Report {
     pub fn print(&self) {
         let secs = self.elapsed.as_secs_f64();
         println!(
-            "torture: {} workers, {:.1} s, {} region",
-            self.workers, secs, self.backing
+            "torture: {} workers, {:.1} s, {} region, {} of {} KiB",
+            self.workers,
+            secs,
+            self.backing,
+            self.heap,
+            self.heap_bytes / 1024
         );
         println!(
-            "  ops          {} ({:.0}/s), reads checked {}",
+            "  ops          {} ({:.0}/s), reads checked {} ({:.1} MiB)",
             self.ops,
             self.ops as f64 / secs.max(1e-9),
-            self.reads_checked
+            self.reads_checked,
+            self.bytes_checked as f64 / (1 << 20) as f64
+        );
+        let shapes: Vec<String> = self
+            .writes_by_shape
+            .iter()
+            .map(|(n, c)| format!("{n} {c}"))
+            .collect();
+        println!("  writes       {}", shapes.join(", "));
+        println!(
+            "  heap full    {} writes refused, {} evictions ({} of private keys), {} expired \
+             entries reclaimed",
+            self.full_refusals, self.evictions, self.private_evicted, self.expirations
         );
         println!(
             "  kills        {} ({} of lock holders{}), workers forked {}",
@@ -1068,6 +1673,10 @@ impl Report {
         for c in &self.counters {
             println!("  {c}");
         }
+        println!(
+            "  at the end   {} keys deleted, then the heap was checked entirely free",
+            self.emptied
+        );
         let ops: Vec<String> = self.by_op.iter().map(|(n, c)| format!("{n} {c}")).collect();
         println!("  by op        {}", ops.join(", "));
         if self.problems.is_empty() {
@@ -1093,15 +1702,18 @@ struct Supervisor<'a> {
     generation: Vec<u64>,
     /// Read and write ends of each slot's park pipe.
     pipes: Vec<(i32, i32)>,
-    armed: Vec<Option<&'static str>>,
+    /// The points this run arms ([`park_points`]), with whether each is reached often.
+    points: Vec<(&'static str, bool)>,
+    /// The index in `points` each slot's worker is armed at.
+    armed: Vec<Option<usize>>,
     /// When a parked worker is to be killed.
     parked: Vec<Option<Instant>>,
     incr_uncertain: [i64; INCR_KEYS],
     ctr_uncertain: [i64; COUNTERS],
     kills: u64,
     holder_kills: u64,
-    /// Holder kills per entry of [`PARK_POINTS`].
-    by_point: [u64; PARK_POINTS.len()],
+    /// Holder kills per entry of `points`.
+    by_point: Vec<u64>,
     spawns: u64,
     problems: Vec<String>,
 }
@@ -1154,22 +1766,71 @@ fn describe_status(status: i32) -> String {
 }
 
 impl<'a> Supervisor<'a> {
+    /// The point to arm a new worker at. While some points have not been reached, mostly one
+    /// of those (one that no live worker is armed at, if any), so that every point is reached
+    /// early in a run; `repair.redone` is reached only by repairing after a writer died with
+    /// its overwrite committed, so until then a worker is armed at such a point
+    /// ([`REDO_ENABLERS`]) whenever none is. Otherwise, half the time one of the points with
+    /// the fewest holders killed there so far (counting the live workers armed there), else
+    /// any.
+    fn choose_point(&mut self) -> usize {
+        let n = self.points.len();
+        let armed_at =
+            |sup: &Self, i: usize| sup.armed.iter().filter(|&&a| a == Some(i)).count() as u64;
+        let unreached: Vec<usize> = (0..n).filter(|&i| self.by_point[i] == 0).collect();
+        if !unreached.is_empty() && !self.rng.one_in(4) {
+            let least = unreached
+                .iter()
+                .map(|&i| armed_at(self, i))
+                .min()
+                .expect("non-empty");
+            let pick: Vec<usize> = unreached
+                .iter()
+                .copied()
+                .filter(|&i| armed_at(self, i) == least)
+                .collect();
+            let i = pick[self.rng.below(pick.len() as u64) as usize];
+            if self.points[i].0 == "repair.redone" {
+                let enablers: Vec<usize> = (0..n)
+                    .filter(|&e| REDO_ENABLERS.contains(&self.points[e].0))
+                    .collect();
+                if !enablers.is_empty() && enablers.iter().all(|&e| armed_at(self, e) == 0) {
+                    return enablers[self.rng.below(enablers.len() as u64) as usize];
+                }
+            }
+            return i;
+        }
+        if self.rng.one_in(2) {
+            let load = |i: usize| self.by_point[i] + armed_at(self, i);
+            let least = (0..n).map(load).min().expect("at least one point");
+            let pick: Vec<usize> = (0..n).filter(|&i| load(i) == least).collect();
+            pick[self.rng.below(pick.len() as u64) as usize]
+        } else {
+            self.rng.below(n as u64) as usize
+        }
+    }
+
     fn spawn(&mut self, s: usize) {
         assert_eq!(self.pids[s], 0, "slot {s} is occupied");
         self.generation[s] += 1;
         self.spawns += 1;
-        let armed = (self.p.targeted && self.rng.one_in(2)).then(|| {
-            let n = park_points(self.p.clears) as u64;
-            let point = PARK_POINTS[self.rng.below(n) as usize];
-            // A repair or a clear is rare in one worker's short life: park at the first one.
-            let after = if point.starts_with("repair.") || point.starts_with("clear.") {
-                0
-            } else {
+        self.armed[s] = None;
+        // Every new worker is armed while some point has not been reached, half of them
+        // after that (parked holders stall their shard: enough of them, not too many).
+        let all_reached = self.by_point.iter().all(|&n| n > 0);
+        let arm_it = self.p.targeted && !self.points.is_empty();
+        let armed = (arm_it && !(all_reached && self.rng.one_in(2))).then(|| {
+            let i = self.choose_point();
+            // A point a run reaches rarely: park at its first hit.
+            let after = if self.points[i].1 {
                 self.rng.below(32) as u32
+            } else {
+                0
             };
-            (point, after)
+            (i, after)
         });
-        self.armed[s] = armed.map(|(point, _)| point);
+        self.armed[s] = armed.map(|(i, _)| i);
+        let armed = armed.map(|(i, after)| (self.points[i].0, after));
         self.parked[s] = None;
         let slot = &self.ledger.slots[s];
         slot.heartbeat_ns.store(mono_ns(), SeqCst);
@@ -1187,8 +1848,10 @@ impl<'a> Supervisor<'a> {
             incr_seen: [0; INCR_KEYS],
             ctr_seen: [0; COUNTERS],
             seq: 0,
-            buf: Vec::with_capacity(MAX_VALUE_LEN as usize),
+            buf: Vec::with_capacity(MAX_VALUE_LEN),
             clears: self.p.clears,
+            heap: self.p.heap,
+            phase_ns: self.p.phase.as_nanos() as u64,
         };
         let notify_fd = self.pipes[s].1;
         let backing = &self.p.backing;
@@ -1259,13 +1922,10 @@ impl<'a> Supervisor<'a> {
         let parked = self.parked[s].take().is_some() | (drain(self.pipes[s].0) > 0);
         if parked {
             self.holder_kills += 1;
-            let point = self.armed[s].expect("only armed workers park");
-            let i = PARK_POINTS
-                .iter()
-                .position(|&p| p == point)
-                .expect("a park point");
+            let i = self.armed[s].expect("only armed workers park");
             self.by_point[i] += 1;
         }
+        self.armed[s] = None;
         parked
     }
 
@@ -1312,6 +1972,7 @@ impl<'a> Supervisor<'a> {
             let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
             if r == pid {
                 self.pids[s] = 0;
+                self.armed[s] = None;
                 self.ended(s, status);
             }
         }
@@ -1362,7 +2023,7 @@ impl<'a> Supervisor<'a> {
                 };
                 self.problems.push(format!(
                     "worker {s} made no progress for {quiet:.1?} (in {op}; armed at {:?}): hang",
-                    self.armed[s]
+                    self.armed[s].map(|i| self.points[i].0)
                 ));
                 self.kill(s);
             }
@@ -1376,13 +2037,19 @@ impl<'a> Supervisor<'a> {
             .sum()
     }
 
+    /// Runs until `duration` has passed (or the operation budget is used), and on, up to
+    /// twice `duration`, while some armed point has not been reached yet.
     fn storm(&mut self, start: Instant) {
         let deadline = start + self.p.duration;
+        let overtime = start + 2 * self.p.duration;
         let mut next_kill = start + self.kill_interval();
         let mut next_progress = self.p.progress.map(|d| start + d);
         while self.problems.is_empty() {
             let now = Instant::now();
-            if now >= deadline || self.total_ops() >= self.p.max_ops {
+            let all_reached = self.by_point.iter().all(|&n| n > 0);
+            if (now >= deadline && (all_reached || now >= overtime))
+                || self.total_ops() >= self.p.max_ops
+            {
                 break;
             }
             let wake = self
@@ -1390,7 +2057,7 @@ impl<'a> Supervisor<'a> {
                 .iter()
                 .flatten()
                 .copied()
-                .chain([next_kill, deadline])
+                .chain([next_kill, if now < deadline { deadline } else { overtime }])
                 .min()
                 .expect("non-empty");
             self.watch_parks(
@@ -1416,13 +2083,19 @@ impl<'a> Supervisor<'a> {
             self.check_hangs();
             if next_progress.is_some_and(|t| now >= t) {
                 let st = self.store.stats();
+                let phase = (start.elapsed().as_nanos() / self.p.phase.as_nanos().max(1)) % 3;
                 println!(
-                    "  {:>5.0} s: {} ops, {} kills ({} holders), {} recoveries",
+                    "  {:>5.0} s: {} ops, {} kills ({} holders), {} recoveries, {} values, heap \
+                     {:.0}% used, {} refused, {} evicted",
                     start.elapsed().as_secs_f64(),
                     self.total_ops(),
                     self.kills,
                     self.holder_kills,
-                    st.lock_recoveries
+                    st.lock_recoveries,
+                    PHASE_NAMES[phase as usize],
+                    100.0 * (1.0 - st.heap_free_bytes as f64 / st.heap_bytes.max(1) as f64),
+                    st.full_refusals,
+                    st.evictions
                 );
                 next_progress = self.p.progress.map(|d| now + d);
             }
@@ -1474,6 +2147,53 @@ fn arm(_point: &str, _notify_fd: i32, _after: u32) {
     unreachable!("targeted kills need the failpoints feature");
 }
 
+/// Whether the crate knows failpoint `name` (arming an unknown one panics).
+#[cfg(feature = "failpoints")]
+fn point_exists(name: &str) -> bool {
+    shmstate::failpoint::POINTS.iter().any(|(n, _)| *n == name)
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn point_exists(_name: &str) -> bool {
+    false
+}
+
+/// The store's configuration: ample capacity, 64 KiB values, and `memory` = the index plus
+/// the heap [`Params::heap`] asks for. Returns it with the heap pages per shard.
+fn store_config(p: &Params) -> (Config, u32) {
+    let heap_keys = 2 * p.keys + p.workers * PRIVATE_KEYS;
+    let capacity = (heap_keys + INCR_KEYS) as u64 * 4 + 1000;
+    let base = Config::new()
+        .capacity(capacity)
+        .shards(p.shards)
+        .max_value_len(MAX_VALUE_LEN as u32)
+        .when_full(p.heap.policy());
+    let pages = match p.heap {
+        // Every key at the largest size in one shard, plus the value an overwrite places
+        // before it frees the old one.
+        Heap::Roomy => (heap_keys as u32 + 1) * PAGES_PER_VALUE,
+        Heap::NearFull { pages, .. } => pages,
+    };
+    // The index's size: a region of the same shape with the default heap, less that heap;
+    // then more memory until the heap has the pages (its maps grow with it).
+    let want = u64::from(pages) * 4096 * u64::from(p.shards);
+    let probe = Store::anonymous(&base).expect("create a probe store");
+    let st = probe.stats();
+    drop(probe);
+    let mut memory = st.region_bytes - st.heap_bytes + want;
+    for _ in 0..16 {
+        let cfg = base.clone().memory(memory);
+        let st = Store::anonymous(&cfg)
+            .expect("create a probe store")
+            .stats();
+        if st.heap_bytes >= want {
+            break;
+        }
+        memory += (want - st.heap_bytes).max(4096);
+    }
+    (base.memory(memory), pages)
+}
+
 /// Runs the soak. Call from a single-threaded process (it forks).
 pub fn run(p: &Params) -> Report {
     assert!(
@@ -1485,20 +2205,43 @@ pub fn run(p: &Params) -> Report {
         !p.targeted || cfg!(feature = "failpoints"),
         "targeted kills need the failpoints feature"
     );
+    if let Heap::NearFull { pages, .. } = p.heap {
+        assert!(
+            pages >= 3 * PAGES_PER_VALUE,
+            "a near-full heap needs at least {} pages per shard",
+            3 * PAGES_PER_VALUE
+        );
+    }
     let keys = Keys::new(p);
-    let capacity = (2 * p.keys + INCR_KEYS + p.workers * PRIVATE_KEYS) as u64 * 4 + 1000;
-    let store = p.backing.create(
-        &Config::new()
-            .capacity(capacity)
-            .shards(p.shards)
-            .max_value_len(MAX_VALUE_LEN),
-    );
+    let (cfg, pages) = store_config(p);
+    let store = p.backing.create(&cfg);
     let _remove = RemoveOnDrop(p.backing.clone());
+    let mut problems = Vec::new();
+    let heap_bytes = store.stats().heap_bytes;
+    if heap_bytes < u64::from(pages) * 4096 * u64::from(p.shards) {
+        problems.push(format!(
+            "the heap has {heap_bytes} bytes, less than the {pages} pages per shard asked for"
+        ));
+    }
     let counters: Vec<Counter> = (0..COUNTERS)
         .map(|i| store.counter(&counter_name(i)).expect("register counter"))
         .collect();
     let ledger_map = LedgerMap::new();
     let ledger = ledger_map.get();
+    let mut points = if p.targeted {
+        park_points(p)
+    } else {
+        Vec::new()
+    };
+    points.retain(|(name, _)| {
+        let known = point_exists(name);
+        if !known {
+            problems.push(format!(
+                "failpoint {name} is not in shmstate::failpoint::POINTS, so it cannot be armed"
+            ));
+        }
+        known
+    });
     let mut sup = Supervisor {
         p,
         store: &store,
@@ -1515,17 +2258,19 @@ pub fn run(p: &Params) -> Report {
                 (r, w)
             })
             .collect(),
+        by_point: vec![0; points.len()],
+        points,
         armed: vec![None; p.workers],
         parked: vec![None; p.workers],
         incr_uncertain: [0; INCR_KEYS],
         ctr_uncertain: [0; COUNTERS],
         kills: 0,
         holder_kills: 0,
-        by_point: [0; PARK_POINTS.len()],
         spawns: 0,
         problems: Vec::new(),
     };
     let start = Instant::now();
+    ledger.start_ns.store(mono_ns(), SeqCst);
     for s in 0..p.workers {
         sup.spawn(s);
     }
@@ -1536,13 +2281,15 @@ pub fn run(p: &Params) -> Report {
     let mut rep = Report {
         elapsed,
         workers: p.workers,
+        heap: p.heap.describe(),
+        heap_bytes,
         kills: sup.kills,
         holder_kills: sup.holder_kills,
-        holder_kills_by_point: PARK_POINTS
+        holder_kills_by_point: sup
+            .points
             .iter()
-            .zip(sup.by_point)
-            .filter(|(_, n)| *n > 0)
-            .map(|(&p, n)| (p, n))
+            .zip(&sup.by_point)
+            .map(|(&(p, _), &n)| (p, n))
             .collect(),
         spawns: sup.spawns,
         backing: match p.backing {
@@ -1554,16 +2301,22 @@ pub fn run(p: &Params) -> Report {
         uncertain: sup.incr_uncertain.iter().sum::<i64>() + sup.ctr_uncertain.iter().sum::<i64>(),
         ..Report::default()
     };
-    let mut problems = std::mem::take(&mut sup.problems);
+    problems.append(&mut sup.problems);
     let slots = &ledger.slots[..p.workers];
-    rep.ops = slots.iter().map(|s| s.ops.load(SeqCst)).sum();
-    rep.reads_checked = slots.iter().map(|s| s.reads_checked.load(SeqCst)).sum();
+    let sum = |f: &dyn Fn(&Slot) -> u64| slots.iter().map(f).sum::<u64>();
+    rep.ops = sum(&|s| s.ops.load(SeqCst));
+    rep.reads_checked = sum(&|s| s.reads_checked.load(SeqCst));
+    rep.bytes_checked = sum(&|s| s.bytes_checked.load(SeqCst));
+    rep.full_refusals = sum(&|s| s.full_refusals.load(SeqCst));
+    rep.private_evicted = sum(&|s| s.private_evicted.load(SeqCst));
+    rep.writes_by_shape = Shape::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, sh)| (sh.name(), sum(&|s| s.writes_by_shape[i].load(SeqCst))))
+        .collect();
     rep.by_op = ALL_OPS
         .iter()
-        .map(|&o| {
-            let n = slots.iter().map(|s| s.by_op[o as usize].load(SeqCst)).sum();
-            (o.name(), n)
-        })
+        .map(|&o| (o.name(), sum(&|s| s.by_op[o as usize].load(SeqCst))))
         .collect();
     let worst = slots
         .iter()
@@ -1583,7 +2336,10 @@ pub fn run(p: &Params) -> Report {
     let st = store.stats();
     rep.lock_recoveries = st.lock_recoveries;
     rep.lock_contended = st.lock_contended;
+    rep.evictions = st.evictions;
+    rep.expirations = st.expirations;
     rep.opens = ledger.opens.load(SeqCst);
+    rep.emptied = empty_and_check_space(&store, &mut problems);
     if p.backing != Backing::Anonymous && rep.opens == 0 {
         problems.push("no worker opened the region itself".into());
     }
@@ -1592,6 +2348,13 @@ pub fn run(p: &Params) -> Report {
     }
     if p.targeted && rep.holder_kills == 0 {
         problems.push("no lock holder was killed".into());
+    }
+    for (point, n) in &rep.holder_kills_by_point {
+        if *n == 0 {
+            problems.push(format!(
+                "failpoint {point} was never reached (no worker parked and was killed there)"
+            ));
+        }
     }
     if rep.lock_recoveries == 0 {
         problems.push("no lock recovery happened (no kill hit a lock holder)".into());
@@ -1613,9 +2376,100 @@ pub fn run(p: &Params) -> Report {
             problems.push(format!("operation {name} never ran"));
         }
     }
+    for (name, n) in &rep.writes_by_shape {
+        if *n == 0 {
+            problems.push(format!("no value was written {name}"));
+        }
+    }
+    if matches!(p.heap, Heap::NearFull { .. }) {
+        let made_room = match p.heap.policy() {
+            WhenFull::Evict => rep.evictions,
+            _ => rep.full_refusals,
+        };
+        if made_room == 0 {
+            problems.push(format!(
+                "the near-full heap never filled up ({:?}: no write {})",
+                p.heap.policy(),
+                if p.heap.policy() == WhenFull::Evict {
+                    "evicted anything"
+                } else {
+                    "was refused"
+                }
+            ));
+        }
+    }
     drop(sup);
     rep.problems = problems;
     rep
+}
+
+/// Deletes every key (expired ones by `flush_expired`, the rest found by `scan`; again, a few
+/// times at most, if some expired between the two and so was neither), then checks that the
+/// heap is entirely free and `verify` clean: no space leaked. Returns how many keys it deleted.
+fn empty_and_check_space(store: &Store, problems: &mut Vec<String>) -> u64 {
+    let mut deleted = 0;
+    let mut run = || -> shmstate::Result<()> {
+        for _ in 0..5 {
+            delete_all(store, &mut deleted, problems)?;
+            if store.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        problems.push(format!("deleting every key at the end: {e}"));
+        return deleted;
+    }
+    let st = store.stats();
+    if st.entries != 0 {
+        problems.push(format!(
+            "after deleting every key, {} entries remain",
+            st.entries
+        ));
+    }
+    if st.value_bytes != 0 || st.heap_free_bytes != st.heap_bytes {
+        problems.push(format!(
+            "space leaked: after deleting every key, {} of {} heap bytes are free and {} value \
+             bytes are counted",
+            st.heap_free_bytes, st.heap_bytes, st.value_bytes
+        ));
+    }
+    match store.verify() {
+        Ok(v) if v.is_ok() => {}
+        Ok(v) => problems.push(format!("verify after deleting every key: {v}")),
+        Err(e) => problems.push(format!("verify after deleting every key: {e}")),
+    }
+    deleted
+}
+
+/// One pass of [`empty_and_check_space`]: removes the expired entries, then deletes every key
+/// `scan` finds.
+fn delete_all(
+    store: &Store,
+    deleted: &mut u64,
+    problems: &mut Vec<String>,
+) -> shmstate::Result<()> {
+    store.flush_expired()?;
+    let mut keys = Vec::new();
+    let mut cursor = Some(0);
+    let mut pages = 0;
+    while let Some(c) = cursor {
+        let (page, next) = store.scan(c, b"", 256)?;
+        keys.extend(page);
+        cursor = next;
+        pages += 1;
+        if pages > 1_000_000 {
+            problems.push("scan at the end did not end".into());
+            return Ok(());
+        }
+    }
+    for k in keys {
+        if store.delete(&k)? {
+            *deleted += 1;
+        }
+    }
+    Ok(())
 }
 
 fn final_checks(
@@ -1627,6 +2481,7 @@ fn final_checks(
     problems: &mut Vec<String>,
 ) {
     let slots = &sup.ledger.slots[..sup.p.workers];
+    let evicts = sup.p.heap.policy() == WhenFull::Evict && sup.p.heap != Heap::Roomy;
     let mut get = |k: &[u8]| match store.get(k) {
         Ok(v) => v,
         Err(e) => {
@@ -1689,11 +2544,15 @@ fn final_checks(
         let name = String::from_utf8_lossy(k);
         let seen = match v.map(|v| check_value(k, &v)) {
             None => 0,
-            Some(Ok((writer, _))) if writer >> 32 != s as u64 => {
+            Some(Ok(None)) => {
+                problems.push(format!("private key {name} holds a tiny value"));
+                continue;
+            }
+            Some(Ok(Some((writer, _)))) if writer >> 32 != s as u64 => {
                 problems.push(format!("private key {name} written by {writer:#x}"));
                 continue;
             }
-            Some(Ok((_, seq))) => seq,
+            Some(Ok(Some((_, seq)))) => seq,
             Some(Err(e)) => {
                 problems.push(format!("private key {name}: {e}"));
                 continue;
@@ -1704,7 +2563,11 @@ fn final_checks(
             slot.priv_acked[j].load(SeqCst),
             slot.priv_pending[j].load(SeqCst),
         );
-        if let Err(e) = settled_state(acked, pending, seen) {
+        let evictable = evicts
+            && (slot.priv_acked_len[j].load(SeqCst) as usize > INLINE_MAX
+                || (pending != PENDING_DELETE
+                    && slot.priv_pending_len[j].load(SeqCst) as usize > INLINE_MAX));
+        if let Err(e) = settled_state(acked, pending, seen, evictable) {
             problems.push(format!("private key {name} at the end: {e}"));
         }
     }
