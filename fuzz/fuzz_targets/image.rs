@@ -1,6 +1,7 @@
 //! Corrupted region files: the base image (a valid, populated file region, the same in every
-//! run) with fuzzer-chosen byte patches and a fuzzer-chosen length, opened with
-//! `Store::open_file`. Opening must succeed or fail with an error; an opened store must answer
+//! run, with heap values of three shapes) with fuzzer-chosen byte patches (offsets drawn from the
+//! parts of the store's own map: header, counters, tables, heap metadata, heap values, or
+//! anywhere) and a fuzzer-chosen length, opened with `Store::open_file`. Opening must succeed or fail with an error; an opened store must answer
 //! every operation with `Ok` or `Err`, never a panic, hang or out-of-bounds access.
 
 #![no_main]

@@ -4,14 +4,22 @@
 //! `InvalidCounterName`, `TooManyCounters`), must be the one the model predicts; `verify()` must
 //! be clean at the end.
 //!
+//! Values are 0 to 9 100 bytes (`max_value_len` 9 000, or 8), drawn biased to the edges of
+//! the value heap: the 24/25-byte inline limit, each size class's largest payload and the next
+//! byte, one and two tail blocks, page multiples and the bytes around them.
+//!
 //! Three configurations:
-//! * `Roomy`: capacity far above the number of distinct keys, so `Full` never happens and the
-//!   model is exact.
-//! * `TinyRefuse`: capacity of a few entries, `WhenFull::Refuse`. `Full` is accepted only for a
-//!   write that would create a key (the key is not live in the model); nothing is ever lost.
-//! * `TinyEvict`: as above with `WhenFull::Evict`. After each write, the store's eviction count
-//!   says how many other live keys it dropped; exactly that many model keys must have vanished
-//!   (and are removed from the model), every other key must be unchanged.
+//! * `Roomy`: capacity far above the number of distinct keys, and memory above what every key
+//!   the input can create, at 9 000 bytes each, takes in one shard, so `Full` never happens and
+//!   the model is exact.
+//! * `TinyRefuse`: capacity of a few entries and a heap of a few pages, `WhenFull::Refuse`.
+//!   `Full` is accepted for a write that would create a key (the key is not live in the model)
+//!   or that stores a value longer than 24 bytes (the heap may be full); the key then keeps its
+//!   previous value (or stays absent). Nothing else is ever lost.
+//! * `TinyEvict`: as above with `WhenFull::Evict`. After each write (`Full` included), the
+//!   store's eviction count says how many other live keys it dropped; exactly that many model
+//!   keys must have vanished (and are removed from the model), every other key must be
+//!   unchanged.
 //!
 //! Expired entries stay in the model until deleted, overwritten or flushed; the store reclaims
 //! them lazily, so they are never visible in either, and `len()` must lie between the model's
@@ -50,9 +58,48 @@ struct Setup {
     /// max_key_len 5 instead of 16 (keys of 6..8 bytes fit the slot's rounded room but must
     /// still be refused).
     short_keys: bool,
-    /// max_value_len 8 instead of 24 (`incr` results can then be too large).
+    /// max_value_len 8 instead of 9 000 (`incr` results can then be too large).
     small_values: bool,
+    /// Tiny configurations: the region's memory (none: derived from the capacity, about 5
+    /// heap pages; else 256 or 512 KiB).
+    tiny_memory: u8,
     start: Start,
+}
+
+/// `max_value_len` unless `small_values`.
+const MAX_VALUE: usize = 9000;
+
+/// Value lengths at the heap's edges: inline limit, the largest payload of each size class
+/// (`src/heap/class.rs`: block size - 8) and one more, one and two tail blocks (2040, 4080),
+/// whole pages, a page and a tail or two, the short-page rule (a remainder past 4080 bytes
+/// takes a page), and the limit.
+const EDGES: [usize; 30] = [
+    0, 1, 8, 23, 24, 25, 56, 57, 104, 105, 504, 505, 1016, 1017, 1352, 1353, 2040, 2041, 4080,
+    4081, 4095, 4096, 4097, 6136, 8176, 8177, 8192, 8193, 9000, 9001,
+];
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum Size {
+    /// `EDGES[i]`, plus 0..=2.
+    Edge(u8, u8),
+    /// 0 ..= 9 100.
+    Any(u16),
+}
+
+impl Size {
+    fn len(self) -> usize {
+        match self {
+            Size::Edge(i, d) => EDGES[usize::from(i) % EDGES.len()] + usize::from(d % 3),
+            Size::Any(n) => usize::from(n) % 9101,
+        }
+    }
+}
+
+/// `len` bytes that say which value they are (`seed`) and where each byte is.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8 ^ seed)
+        .collect()
 }
 
 /// Keys from a small set, so that operations collide and prefixes overlap.
@@ -116,6 +163,8 @@ enum ValArg {
     Fixed(u8),
     Int(i64),
     Raw(Vec<u8>),
+    /// A value of a drawn size (mostly heap-sized), its bytes a pattern of `seed`.
+    Sized(Size, u8),
 }
 
 impl ValArg {
@@ -124,6 +173,7 @@ impl ValArg {
             ValArg::Fixed(i) => VALUES[usize::from(*i) % VALUES.len()].to_vec(),
             ValArg::Int(n) => n.to_string().into_bytes(),
             ValArg::Raw(v) => v.iter().take(40).copied().collect(),
+            ValArg::Sized(n, seed) => pattern(n.len(), *seed),
         }
     }
 }
@@ -213,6 +263,13 @@ enum Op {
         first: u8,
         count: u8,
         ttl: TtlArg,
+    },
+    /// `Set` of numbered keys `first..first + count` to values of a drawn size (fills the
+    /// heap).
+    FillHeap {
+        first: u8,
+        count: u8,
+        size: Size,
     },
     Advance(u16),
     AdvanceFar(u32),
@@ -369,23 +426,32 @@ impl Run {
         self.s.stats().evictions
     }
 
-    /// Compares the outcome of a write of `k` (`stores_value`: a value, not a deletion). `Full`
-    /// is accepted in the tiny configurations for a write that would create the key (nothing
-    /// changes then; returns false). In the evicting configuration, the keys the store evicted
-    /// are found and dropped from the model.
+    /// Compares the outcome of a write of `k` (`stored`: the length of the value it stores, if
+    /// it stores one). `Full` is accepted in the tiny configurations for a write that would
+    /// create the key or that stores a heap value (nothing changes then; returns false). In the
+    /// evicting configuration, the keys the store evicted are found and dropped from the model.
     fn write_outcome(
         &mut self,
         k: &[u8],
         evictions_before: u64,
         want: &Result<bool, E>,
         have: &Result<bool, E>,
-        stores_value: bool,
+        stored: Option<usize>,
     ) -> bool {
-        let creates = stores_value && want == &Ok(true) && self.m.live(k).is_none();
-        if self.tiny && creates && have == &Err(E::Full) {
-            return false;
+        let writes = stored.is_some() && want == &Ok(true);
+        let creates = writes && self.m.live(k).is_none();
+        let heap = writes && stored > Some(24);
+        let refused = self.tiny && (creates || heap) && have == &Err(E::Full);
+        if !refused {
+            assert_eq!(have, want, "key {k:?}");
         }
-        assert_eq!(have, want, "key {k:?}");
+        self.evicted(k, evictions_before);
+        !refused
+    }
+
+    /// Finds the keys (other than `k`) the store evicted since its eviction count was
+    /// `evictions_before`, and drops them from the model.
+    fn evicted(&mut self, k: &[u8], evictions_before: u64) {
         let evicted = self.evictions() - evictions_before;
         if evicted > 0 {
             assert!(self.evicts, "{evicted} evictions under WhenFull::Refuse");
@@ -410,7 +476,6 @@ impl Run {
             }
             assert_eq!(gone, evicted, "evicted keys");
         }
-        true
     }
 
     fn scan_all(&self, prefix: &[u8], limit: u8) -> Vec<Vec<u8>> {
@@ -505,7 +570,7 @@ impl Run {
                     _ => self.s.set(&k, &v, t.duration()).map(|()| true),
                 });
                 let want_flag = want.clone().map(|(b, _)| b);
-                if self.write_outcome(&k, before, &want_flag, &have, true) {
+                if self.write_outcome(&k, before, &want_flag, &have, Some(v.len())) {
                     if let Ok((true, e)) = want {
                         self.m.map.insert(k, (v, e));
                     }
@@ -536,7 +601,8 @@ impl Run {
                         .s
                         .compare_and_swap(&k, exp.as_deref(), new.as_deref(), t.duration()));
                 let want_flag = want.clone().map(|(b, _)| b);
-                if self.write_outcome(&k, before, &want_flag, &have, new.is_some()) {
+                let stored = new.as_ref().map(Vec::len);
+                if self.write_outcome(&k, before, &want_flag, &have, stored) {
                     if let Ok((true, e)) = want {
                         match new {
                             Some(v) => {
@@ -574,12 +640,13 @@ impl Run {
                 if !(self.tiny && creates && have == Err(E::Full)) {
                     let want_n = want.clone().map(|(n, _)| n);
                     assert_eq!(have, want_n, "incr {k:?} by {d}");
-                    let flag = want_n.map(|_| true);
-                    self.write_outcome(&k, before, &flag, &flag, true);
                     if let Ok((n, e)) = want {
-                        self.m.map.insert(k, (n.to_string().into_bytes(), e));
+                        self.m
+                            .map
+                            .insert(k.clone(), (n.to_string().into_bytes(), e));
                     }
                 }
+                self.evicted(&k, before);
             }
             Op::Expire(k, t) => {
                 let k = k.bytes();
@@ -599,6 +666,13 @@ impl Run {
             Op::Fill { first, count, ttl } => {
                 for i in 0..count % 40 {
                     let set = Op::Set(KeyArg::Num(first.wrapping_add(i)), ValArg::Fixed(12), *ttl);
+                    self.step(&set);
+                }
+            }
+            Op::FillHeap { first, count, size } => {
+                for i in 0..count % 40 {
+                    let v = ValArg::Sized(*size, first.wrapping_add(i));
+                    let set = Op::Set(KeyArg::Num(first.wrapping_add(i)), v, TtlArg::None);
                     self.step(&set);
                 }
             }
@@ -748,8 +822,17 @@ fuzz_target!(|input: Input| {
         Mode::TinyEvict => (true, true),
     };
     let max_key = if st.short_keys { 5 } else { 16 };
-    let max_value = if st.small_values { 8 } else { 24 };
-    let cfg = Config::new()
+    let max_value = if st.small_values { 8 } else { MAX_VALUE as u32 };
+    let memory = match (tiny, st.tiny_memory % 3) {
+        // At most ~300 live values (40 numbered and 14 fixed keys, and a raw key per op) of at
+        // most 2 whole pages, a 816-byte tail and an extent block each, plus a partial page
+        // per class: about 700 pages, under 3 MiB, in any one of up to 4 shards.
+        (false, _) => Some(16 << 20),
+        (true, 0) => None,
+        (true, 1) => Some(256 << 10),
+        (true, _) => Some(512 << 10),
+    };
+    let mut cfg = Config::new()
         .capacity(if tiny {
             1 + u64::from(st.capacity % 8)
         } else {
@@ -768,6 +851,9 @@ fuzz_target!(|input: Input| {
         } else {
             WhenFull::Refuse
         });
+    if let Some(m) = memory {
+        cfg = cfg.memory(m);
+    }
     let now = match st.start {
         Start::Normal(t) => 1_700_000_000_000 + u64::from(t),
         Start::NearMax(t) => u64::MAX - u64::from(t),

@@ -1,5 +1,6 @@
 //! A hostile live region: the base image opened, then fuzzer-chosen bytes written over the live
-//! mapping (through the hidden `Store::raw_region`, biased to the header and the shards) between
+//! mapping (through the hidden `Store::raw_region`; offsets drawn from the parts of the store's
+//! own map: header, counters, tables, heap metadata, heap values, or anywhere) between
 //! operations. Every operation must return `Ok` or `Err`: never a panic, hang or out-of-bounds
 //! access.
 

@@ -3,8 +3,10 @@
 //! outcome is checkable:
 //!
 //! * shared keys `s0..s3`: set/add/replace/compare-and-swap/delete/get by both threads, with
-//!   self-describing values (`t<thread>:<op index>`). Every value a get returns, and every
-//!   final value, must be one a thread stored (a write that returned success).
+//!   self-describing values (`t<thread>:<op index>|`, padded to a fuzzer-chosen length of up to
+//!   9 000 bytes, so values move between the slot and the heap's blocks and pages). Every value
+//!   a get returns, and every final value, must be one a thread stored (a write that returned
+//!   success).
 //! * incr keys `c0`, `c1`: only `incr` by both threads; the final value must be the sum of the
 //!   deltas of both threads, and each thread's results must be consistent with its own deltas.
 //! * private keys `p<thread>:0..3`: only their thread touches them, so a sequential model is
@@ -29,17 +31,33 @@ const INCR: [&[u8]; 2] = [b"c0", b"c1"];
 const COUNTERS: [&str; 2] = ["ca", "cb"];
 const PRIVATE: usize = 4;
 
+/// Value lengths (a value is at least its `t<thread>:<op index>|` prefix): inline, the 24/25
+/// boundary, one block, the largest block and the next byte, two tails, page edges, 9 000.
+const SIZES: [usize; 12] = [
+    0, 24, 25, 100, 2040, 2041, 3000, 4095, 4096, 4097, 8192, 9000,
+];
+
+/// A value: `prefix`, padded to `SIZES[size]` bytes with bytes that depend on the prefix.
+fn value(prefix: &[u8], size: u8) -> Vec<u8> {
+    let len = SIZES[usize::from(size) % SIZES.len()].max(prefix.len());
+    let seed = prefix.iter().fold(0u8, |h, b| h.wrapping_mul(31) ^ b);
+    let mut v = prefix.to_vec();
+    v.extend((prefix.len()..len).map(|i| (i as u8).wrapping_mul(7) ^ seed));
+    v
+}
+
 #[derive(Debug, Clone, Copy, Arbitrary)]
 enum Op {
-    Set(u8),
-    Add(u8),
-    Replace(u8),
+    /// Key, value size.
+    Set(u8, u8),
+    Add(u8, u8),
+    Replace(u8, u8),
     /// Expected value: the last value this thread saw under the key (or absent).
-    Cas(u8, bool),
+    Cas(u8, bool, u8),
     Delete(u8),
     Get(u8),
     Incr(u8, i16),
-    PrivSet(u8, u8, bool),
+    PrivSet(u8, u8, bool, u8),
     PrivDelete(u8),
     PrivGet(u8),
     PrivIncr(u8, i8),
@@ -89,13 +107,14 @@ fn run_thread(s: &Store, t: usize, ops: &[Op], start: &Barrier) -> Log {
     let long_ttl = Some(Duration::from_secs(3600));
     start.wait();
     for (n, op) in ops.iter().take(200).enumerate() {
-        let val = format!("t{t}:{n}").into_bytes();
+        let prefix = format!("t{t}:{n}|").into_bytes();
         match *op {
-            Op::Set(k) | Op::Add(k) | Op::Replace(k) => {
+            Op::Set(k, z) | Op::Add(k, z) | Op::Replace(k, z) => {
                 let i = usize::from(k) % SHARED.len();
+                let val = value(&prefix, z);
                 let ok = match op {
-                    Op::Set(_) => s.set(SHARED[i], &val, None).map(|()| true),
-                    Op::Add(_) => s.add(SHARED[i], &val, None),
+                    Op::Set(..) => s.set(SHARED[i], &val, None).map(|()| true),
+                    Op::Add(..) => s.add(SHARED[i], &val, None),
                     _ => s.replace(SHARED[i], &val, long_ttl),
                 }
                 .expect("write of a shared key");
@@ -103,8 +122,9 @@ fn run_thread(s: &Store, t: usize, ops: &[Op], start: &Barrier) -> Log {
                     log.stored.entry(i).or_default().insert(val);
                 }
             }
-            Op::Cas(k, with_last) => {
+            Op::Cas(k, with_last, z) => {
                 let i = usize::from(k) % SHARED.len();
+                let val = value(&prefix, z);
                 let exp = if with_last { last[i].clone() } else { None };
                 let ok = s
                     .compare_and_swap(SHARED[i], exp.as_deref(), Some(&val), None)
@@ -131,12 +151,12 @@ fn run_thread(s: &Store, t: usize, ops: &[Op], start: &Barrier) -> Log {
                 s.incr(INCR[i], i64::from(d), None).expect("incr");
                 log.incr[i] += i64::from(d);
             }
-            Op::PrivSet(k, v, ttl) => {
+            Op::PrivSet(k, v, ttl, z) => {
                 let key = private_key(t, k);
                 let v = if v % 3 == 0 {
                     u32::from(v).to_string().into_bytes()
                 } else {
-                    val.clone()
+                    value(&prefix, z)
                 };
                 s.set(&key, &v, if ttl { long_ttl } else { None })
                     .expect("private set");
@@ -180,7 +200,7 @@ fn run_thread(s: &Store, t: usize, ops: &[Op], start: &Barrier) -> Log {
                     None => assert_eq!(have, Ttl::NoKey),
                     Some((_, false)) => assert_eq!(have, Ttl::NoExpiry),
                     // The clock does not move: exactly the TTL that was set.
-                    Some((_, true)) => assert_eq!(have, Ttl::ExpiresIn(long_ttl.unwrap())),
+                    Some((_, true)) => assert_eq!(have, Ttl::ExpiresIn(Duration::from_secs(3600))),
                 }
             }
             Op::Counter(c, d) => {
@@ -239,11 +259,14 @@ fn run_thread(s: &Store, t: usize, ops: &[Op], start: &Barrier) -> Log {
 }
 
 fuzz_target!(|input: Input| {
+    // 12 keys of at most 9 000 bytes (about 2.2 pages each) and a partial page per class: under
+    // 60 pages in any one shard, far below the 2 MiB's (so a write is never `Full`).
     let cfg = Config::new()
         .capacity(256)
         .shards(1 + u32::from(input.shards % 4))
         .max_key_len(16)
-        .max_value_len(24)
+        .max_value_len(9000)
+        .memory(2 << 20)
         .max_counters(4);
     let clock = ManualClock::new(1_700_000_000_000);
     let s = Store::anonymous(&cfg)

@@ -12,32 +12,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use shmstate::{Clock, Config, ManualClock, PartKind, Store};
+use shmstate::{Clock, Config, ManualClock, PartKind, RegionPart, Store};
 
 /// Wall-clock reading of the manual clocks the targets use (any fixed value would do).
 pub const T0_MS: u64 = 1_700_000_000_000;
 
+/// The hash seed of the base image.
+const FIXED_SEED: (u64, u64) = (0x5a5a_5a5a_5a5a_5a5a, 0x5a5a_5a5a_5a5a_5a5a);
+
 /// Header fields that differ between otherwise identical regions (the random hash seed, the
 /// creation time, the creator's pid), as the store's own layout map names them. `image`
-/// overwrites them so that the base image, and so every crash input, is the same in every run.
+/// overwrites them so that the base image, and so every crash input, is the same in every run
+/// (and `config_check`, the hash of the seed and the configuration, to match).
 const FIXED_HEADER_FIELDS: [(&str, u64); 4] = [
-    ("seed0", 0x5a5a_5a5a_5a5a_5a5a),
-    ("seed1", 0x5a5a_5a5a_5a5a_5a5a),
+    ("seed0", FIXED_SEED.0),
+    ("seed1", FIXED_SEED.1),
     ("created_ms", T0_MS),
     ("creator_pid", 1),
 ];
 
-/// The configuration of the base image: small, so a region is about 60 KiB, with a 2 ms lock
-/// timeout so that a scribbled mutex word (a lock that looks held) costs each operation on its
-/// shard 2 ms, not 10 s.
+/// The configuration of the base image: small, so a region is about 200 KiB (of which 24 heap
+/// pages per shard), values up to 10 000 bytes (longer than 24 bytes: in the heap), with a 2 ms
+/// lock timeout so that a scribbled mutex word (a lock that looks held) costs each operation on
+/// its shard 2 ms, not 10 s.
 pub fn image_config() -> Config {
     Config::new()
         .capacity(48)
         .shards(2)
         .max_key_len(12)
-        .max_value_len(24)
+        .max_value_len(MAX_VALUE as u32)
+        .memory(224 << 10)
         .max_counters(4)
         .lock_timeout(Duration::from_millis(2))
+}
+
+/// `max_value_len` of the base image.
+pub const MAX_VALUE: usize = 10_000;
+
+/// Heap values of the base image: one block, two tail blocks, whole pages and a tail.
+pub const IMAGE_HEAP: [(&[u8], usize); 3] =
+    [(b"h:block", 100), (b"h:tails", 3072), (b"h:pages", 9000)];
+
+/// `len` bytes that say which value they are (`seed`) and where each byte is.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8 ^ seed)
+        .collect()
 }
 
 /// Keys of the base image (and of `exercise`): present, expiring, deleted, numeric.
@@ -59,33 +79,78 @@ pub const IMAGE_KEYS: [&[u8]; 12] = [
 /// Counter names of the base image.
 pub const IMAGE_COUNTERS: [&str; 2] = ["hits", "errors"];
 
-/// Which part of a region a patch or scribble lands in. The targets know no layout (an offset
-/// is taken modulo a span), but the base image has the crate's documented order: header and
-/// counters in the first 2 KiB, then per-thread statistics and scratch slots (about 48 KiB), then
-/// the two shards (mutexes, repair records, control bytes, slots) in the last 12 KiB.
+/// Which part of a region a patch or scribble lands in, as the store's own map of the base
+/// image names it (`Store::layout_map`, and `Store::value_parts` of its heap values): the
+/// targets know no offset. A kind picks one of its parts (`offset` modulo their number), and a
+/// byte in it (the rest of `offset`).
 #[derive(Debug, Clone, Copy, arbitrary::Arbitrary)]
 pub enum Where {
-    /// The first 2 KiB.
-    Head,
-    /// The last 12 KiB.
-    Tail,
+    /// Header fields and the counter registry's mutex.
+    Header,
+    /// Counter records, per-thread statistics and scratch slots.
+    Counters,
+    /// The shards' tables: mutexes, repair records, counts, control bytes, scratch and slots.
+    Table,
+    /// The heap's metadata: pool header fields, used and partial-page maps, page descriptors.
+    HeapMeta,
+    /// The base image's heap values: block headers, extent locators, value bytes.
+    HeapValue,
     /// Anywhere.
     Anywhere,
 }
 
 impl Where {
-    /// The offset `offset` designates in a region of `len` (> 0) bytes.
-    pub fn offset(self, offset: u32, len: usize) -> usize {
-        let offset = offset as usize;
+    fn selects(self, k: &PartKind) -> bool {
         match self {
-            Where::Head => offset % len.min(2048),
-            Where::Tail => {
-                let span = len.min(12 * 1024);
-                len - span + offset % span
-            }
-            Where::Anywhere => offset % len,
+            Where::Header => matches!(k, PartKind::Header(_) | PartKind::RegistryMutex),
+            Where::Counters => matches!(
+                k,
+                PartKind::Counter(_) | PartKind::StatSlot | PartKind::ThreadScratch(_)
+            ),
+            Where::Table => matches!(
+                k,
+                PartKind::ShardMutex
+                    | PartKind::Repair(_)
+                    | PartKind::Count(_)
+                    | PartKind::ControlBytes
+                    | PartKind::ShardScratch(_)
+                    | PartKind::Slot(_)
+            ),
+            Where::HeapMeta => matches!(
+                k,
+                PartKind::Pool(_)
+                    | PartKind::UsedMap
+                    | PartKind::PartialMap { .. }
+                    | PartKind::PageDesc(_)
+            ),
+            Where::HeapValue => matches!(k, PartKind::Value(_)),
+            Where::Anywhere => false,
         }
     }
+
+    /// The offset `offset` designates in a region of `len` (> 0) bytes laid out as the base
+    /// image is.
+    pub fn offset(self, offset: u32, len: usize) -> usize {
+        let offset = offset as usize;
+        let parts = &base().parts_by_kind[self as usize];
+        if parts.is_empty() {
+            return offset % len;
+        }
+        let p = &parts[offset % parts.len()];
+        (p.range.start + offset / parts.len() % p.range.len()) % len
+    }
+}
+
+/// The base image and its map.
+struct Base {
+    bytes: Vec<u8>,
+    /// For each `Where` (by discriminant), the parts it selects.
+    parts_by_kind: Vec<Vec<RegionPart>>,
+}
+
+fn base() -> &'static Base {
+    static BASE: OnceLock<Base> = OnceLock::new();
+    BASE.get_or_init(build_base_image)
 }
 
 /// Where region files go: `$SHMSTATE_FUZZ_TMPDIR`, else the system temporary directory.
@@ -135,20 +200,24 @@ impl Drop for TempRegion {
 }
 
 /// The bytes of a valid, populated region file, the same in every run and process: entries
-/// (plain, overwritten, numeric, with TTLs, one deleted), counters, statistics.
+/// (plain, overwritten, numeric, with TTLs, one deleted; heap values of three shapes, one
+/// overwritten), counters, statistics.
 pub fn base_image() -> &'static [u8] {
-    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
-    IMAGE.get_or_init(build_base_image)
+    &base().bytes
 }
 
-fn build_base_image() -> Vec<u8> {
+fn build_base_image() -> Base {
     let tmp = TempRegion::new("base");
     // 1. An empty region; fix the per-region random fields while no key is placed yet.
     let s = Store::create_file(tmp.path(), &image_config()).expect("create base image");
     let parts = s.layout_map();
+    let check = s.config_check_with_seed(FIXED_SEED);
     drop(s);
     let mut bytes = fs::read(tmp.path()).expect("read base image");
-    for (name, value) in FIXED_HEADER_FIELDS {
+    for (name, value) in FIXED_HEADER_FIELDS
+        .into_iter()
+        .chain([("config_check", check)])
+    {
         let r = parts
             .iter()
             .find(|p| p.kind == PartKind::Header(name))
@@ -188,10 +257,45 @@ fn build_base_image() -> Vec<u8> {
     }
     s.get(b"k0").expect("populate");
     s.get(b"absent").expect("populate");
+    for (i, (k, len)) in IMAGE_HEAP.iter().enumerate() {
+        s.set(k, &pattern(*len, i as u8), None).expect("populate");
+    }
+    // Overwritten: its old blocks freed (partial pages).
+    s.set(IMAGE_HEAP[1].0, &pattern(IMAGE_HEAP[1].1, 9), None)
+        .expect("populate");
     let rep = s.verify().expect("verify base image");
     assert!(rep.is_ok(), "base image: {rep}");
+    let mut parts = s.layout_map();
+    for (k, _) in IMAGE_HEAP {
+        let v = s.value_parts(k).expect("value parts");
+        assert!(!v.is_empty(), "{k:?} is in the heap");
+        parts.extend(v);
+    }
+    let kinds = [
+        Where::Header,
+        Where::Counters,
+        Where::Table,
+        Where::HeapMeta,
+        Where::HeapValue,
+        Where::Anywhere,
+    ];
+    let parts_by_kind = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            assert_eq!(*w as usize, i);
+            parts
+                .iter()
+                .filter(|p| w.selects(&p.kind))
+                .cloned()
+                .collect()
+        })
+        .collect();
     drop(s);
-    fs::read(tmp.path()).expect("read base image")
+    Base {
+        bytes: fs::read(tmp.path()).expect("read base image"),
+        parts_by_kind,
+    }
 }
 
 /// Runs every `Store` operation, and the full scan, on a store whose region may be damaged,
@@ -203,6 +307,7 @@ pub fn exercise(s: &Store, clock: &ManualClock, data: &[u8]) {
     let extra_key: Vec<u8> = data.iter().take(16).copied().collect();
     let val = format!("fz{}", byte(0)).into_bytes();
     let mut keys: Vec<&[u8]> = IMAGE_KEYS.to_vec();
+    keys.extend(IMAGE_HEAP.iter().map(|(k, _)| *k));
     keys.push(&extra_key);
     keys.push(b"absent");
     let ttl = Some(Duration::from_millis(250));
@@ -249,6 +354,22 @@ pub fn exercise(s: &Store, clock: &ManualClock, data: &[u8]) {
     let _ = s.incr(b"n", i64::MAX, None);
     let _ = s.incr(b"n", 1, None);
     let _ = s.set(&extra_key, &extra_key, None);
+    // Heap allocations and frees: values of every shape, sizes from `data`, heap values
+    // resized, replaced by small ones, deleted.
+    let size = |i: usize| {
+        let b = usize::from(byte(5 + i));
+        [0, 25, 100, 2040, 2041, 4096, 4097, 8192, 9000, MAX_VALUE][b % 10] + b / 10 % 3
+    };
+    for (i, (k, _)) in IMAGE_HEAP.iter().enumerate() {
+        let _ = s.set(k, &pattern(size(i), i as u8), None);
+        let _ = s.get(k);
+    }
+    for i in 0..3 {
+        let k = format!("h:new{i}");
+        let _ = s.set(k.as_bytes(), &pattern(size(3 + i), 7), ttl);
+    }
+    let _ = s.set(IMAGE_HEAP[0].0, b"small now", None);
+    let _ = s.delete(IMAGE_HEAP[2].0);
     for name in IMAGE_COUNTERS
         .iter()
         .chain(&["new-counter", "another", "third"])
@@ -274,6 +395,7 @@ pub fn exercise(s: &Store, clock: &ManualClock, data: &[u8]) {
         let _ = s.set(k, &val, None);
         let _ = s.get(k);
     }
+    let _ = s.set(IMAGE_HEAP[2].0, &pattern(IMAGE_HEAP[2].1, 1), None);
     let _ = s.stats();
     if let Ok(rep) = s.verify() {
         let _ = rep.to_string();

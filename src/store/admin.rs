@@ -171,6 +171,14 @@ impl Store {
         inspect::layout_map(self.region.layout())
     }
 
+    /// The header's `config_check` this region would hold with hash seed `seed` (a hash of the
+    /// seed and the configuration fields), for tools that pin the seed of a region image (the
+    /// fuzzers' base image rewrites both fields, so that every run sees the same bytes).
+    #[doc(hidden)]
+    pub fn config_check_with_seed(&self, seed: (u64, u64)) -> u64 {
+        crate::region::layout::config_check(&self.region.layout().geo, seed)
+    }
+
     /// Where the heap bytes of `key`'s value are (its blocks' headers and bytes, its extent's
     /// piece locators, its whole pages), for tests that corrupt a value on purpose: empty if
     /// the key is absent, expired, or its value (at most 24 bytes) is stored in its slot. Takes
