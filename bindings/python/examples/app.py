@@ -28,7 +28,10 @@ import time
 
 import shmstate
 
-OPTIONS = {"capacity": 100_000, "max_key_len": 64, "max_value_len": 1024}
+# One memory budget for index and values (like ``lua_shared_dict app 64m``): room for 65 536
+# entries (one per KiB); each value takes the memory it needs (a 200-byte session about 200
+# bytes, a cached page of 40 KiB about 40 KiB), up to max_value_len.
+OPTIONS = {"memory": 64 << 20, "max_key_len": 64, "max_value_len": 256 << 10}
 REGION = os.environ.get("SHMSTATE_REGION")
 if REGION:
     # Without --preload this module is imported in each worker: open (or create) by name.

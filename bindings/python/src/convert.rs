@@ -110,8 +110,11 @@ pub fn secs(d: Duration) -> f64 {
 
 type Setter = fn(Config, &Bound<'_, PyAny>) -> PyResult<Config>;
 
-/// The constructor options, one line each (the value heap's `memory` will be one more).
+/// The constructor options, one line each.
 const OPTIONS: &[(&str, Setter)] = &[
+    ("memory", |c, v| {
+        Ok(c.memory(int_arg("memory", v, "between 0 and 2**64-1")?))
+    }),
     ("capacity", |c, v| {
         Ok(c.capacity(int_arg("capacity", v, "between 0 and 2**64-1")?))
     }),

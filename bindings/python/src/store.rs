@@ -184,7 +184,9 @@ impl PyStore {
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let k = bytes_arg("key", key)?;
-        self.store.contains(&k).or_raise()
+        // Through the thread's read buffer: `Store::contains` copies the value into a new
+        // `Vec`, which costs an allocation the size of the value (up to `max_value_len`).
+        Ok(read_with(&self.store, &k, |_| ())?.is_some())
     }
 
     /// Remaining time to live in seconds: `None` if the key is absent, `math.inf` if it never
@@ -439,7 +441,8 @@ impl PyStore {
         Ok(d)
     }
 
-    /// Statistics summed over shards and processes, as a dict of ints.
+    /// Statistics summed over shards and processes, as a dict: counts and bytes as ints,
+    /// `fragmentation` as a float from 0 to 1.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.store.stats();
         let d = PyDict::new(py);
@@ -459,9 +462,15 @@ impl PyStore {
             ("lock_contended", s.lock_contended),
             ("counters", s.counters),
             ("region_bytes", s.region_bytes),
+            ("value_bytes", s.value_bytes),
+            ("heap_bytes", s.heap_bytes),
+            ("heap_free_bytes", s.heap_free_bytes),
+            ("heap_partial_free_bytes", s.heap_partial_free_bytes),
+            ("largest_value", s.largest_value),
         ] {
             d.set_item(k, v)?;
         }
+        d.set_item("fragmentation", s.fragmentation())?;
         Ok(d)
     }
 

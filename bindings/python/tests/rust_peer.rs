@@ -8,6 +8,8 @@
 //!   ttl KEY                  prints the remaining ms, "none" (no expiry) or "absent"
 //!   lock NAME LEASE_MS       takes the lock, prints its fence, holds it for LEASE_MS/2
 //!   verify                   exit 0 if the region checks out
+//!   fill KEY LEN SEED        stores LEN bytes of the test pattern (see `pattern`)
+//!   check KEY LEN SEED       prints "ok", "absent", "length N" or "differs at byte I"
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +34,14 @@ fn arg(args: &[String], i: usize) -> Result<&str, String> {
 
 fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.parse().map_err(|_| format!("not a number: {s:?}"))
+}
+
+/// The bytes of `pattern(length, seed)` in tests/test_memory.py: each depends on its position
+/// and on the seed, so a misplaced or mixed-up block shows.
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 131 + seed * 7 + (i >> 9)) & 0xff) as u8)
+        .collect()
 }
 
 fn run() -> Result<ExitCode, String> {
@@ -104,6 +114,23 @@ fn run() -> Result<ExitCode, String> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        "fill" => {
+            let v = pattern(num(arg(&args, 3)?)?, num(arg(&args, 4)?)?);
+            store.set(arg(&args, 2)?.as_bytes(), &v, None).map_err(e)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "check" => {
+            let want = pattern(num(arg(&args, 3)?)?, num(arg(&args, 4)?)?);
+            match store.get(arg(&args, 2)?.as_bytes()).map_err(e)? {
+                None => println!("absent"),
+                Some(v) if v.len() != want.len() => println!("length {}", v.len()),
+                Some(v) => match v.iter().zip(&want).position(|(a, b)| a != b) {
+                    Some(i) => println!("differs at byte {i}"),
+                    None => println!("ok"),
+                },
+            }
+            Ok(ExitCode::SUCCESS)
         }
         other => Err(format!("unknown command {other:?}")),
     }

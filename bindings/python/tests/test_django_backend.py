@@ -77,6 +77,25 @@ def test_value_too_large(region_name):
     assert cache.get("small") == "y"
 
 
+def test_default_size_is_a_memory_budget(region_name):
+    """Without memory or capacity, a cache region is 64 MiB (entries derive from it) and takes
+    values up to 1 MiB, each at the memory it needs; with capacity only, the store sizes the
+    rest."""
+    cache = backend(region_name)
+    assert 63 << 20 < cache.store.region_bytes <= 64 << 20
+    assert cache.store.capacity == 65_536
+    page = "x" * 500_000
+    cache.set("page", page)
+    assert cache.get("page") == page
+    assert cache.store.stats()["value_bytes"] > 500_000
+    with pytest.raises(shmstate.ValueTooLarge):
+        cache.set("huge", "y" * (1 << 20))  # pickled: a bit more than 1 MiB
+    small = backend("", capacity=1000)
+    assert small.store.capacity == 1000 and small.store.region_bytes < 16 << 20
+    sized = backend("", memory=8 << 20)
+    assert sized.store.capacity == 8192 and sized.store.region_bytes <= 8 << 20
+
+
 def test_file_and_anonymous_locations(tmp_path):
     path = tmp_path / "cache.region"
     a = backend("file:%s" % path)

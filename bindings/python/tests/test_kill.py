@@ -1,5 +1,6 @@
-"""Workers SIGKILLed at random during a storm of writes: the others never block, nothing is
-corrupted, acknowledged writes are kept, and verify() is clean."""
+"""Workers SIGKILLed at random during a storm of writes (values from a few bytes to 70 KB, so
+kills land in every heap allocation path): the others never block, nothing is corrupted,
+acknowledged writes are kept, and verify() is clean."""
 
 import os
 import random
@@ -18,7 +19,10 @@ STORM_SECONDS = 4.0
 
 
 def value_for(key, writer, seq):
-    body = b"%s|%d|%d|" % (key, writer, seq) + b"x" * (seq % 200)
+    """A self-checking value of mixed size: mostly up to 200 bytes (inline or one heap block),
+    every 8th up to 70 000 bytes (whole heap pages), so kills land in every allocation path."""
+    pad = seq % 200 if seq % 8 else (seq * 7919) % 70_000
+    body = b"%s|%d|%d|" % (key, writer, seq) + bytes([seq & 0xFF]) * pad
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -34,6 +38,7 @@ def storm(store, wid, seed):
     ops = store.counter("storm.ops")
     max_us = store.counter("storm.max_op_us")
     acked = store.counter("storm.acked.%d" % wid)
+    big_reads = store.counter("storm.big_reads")
     priv = b"priv:%d" % wid
     seq = 0
     try:
@@ -49,6 +54,8 @@ def storm(store, wid, seed):
                     v = store.get(key)
                     if v is not None:
                         check_value(key, v)
+                        if len(v) > 4096:
+                            big_reads.add(1)
                 elif r < 0.75:
                     store.delete(key)
                 elif r < 0.85:
@@ -85,7 +92,9 @@ def spawn(store, wid):
 
 def test_sigkill_during_storm_blocks_and_corrupts_nothing():
     # Big enough shards that walking one takes a while (so kills land inside lock holds).
-    store = shmstate.Store.anonymous(capacity=200_000, max_value_len=256, shards=8)
+    store = shmstate.Store.anonymous(
+        capacity=200_000, memory=64 << 20, max_value_len=80_000, shards=8
+    )
     workers = {}  # pid -> wid
     next_wid = 0
     for _ in range(WORKERS):
@@ -147,8 +156,10 @@ def test_sigkill_during_storm_blocks_and_corrupts_nothing():
     stats = store.stats()
     # Some kills landed while a worker held a shard lock, and the next locker repaired it.
     assert stats["lock_recoveries"] >= 1
+    # Values of several heap pages were written and read back whole during the storm.
+    assert store.counter("storm.big_reads").value > 0
     print(
-        "killed %d workers, %d ops, %d lock recoveries, max op %d us"
+        "killed %d workers, %d ops, %d lock recoveries, max op %d us, %d reads of values > 4 KiB"
         % (len(killed), store.counter("storm.ops").value, stats["lock_recoveries"],
-           store.counter("storm.max_op_us").value)
+           store.counter("storm.max_op_us").value, store.counter("storm.big_reads").value)
     )

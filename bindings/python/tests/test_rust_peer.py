@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import shmstate
+from test_memory import pattern
 
 HERE = Path(__file__).resolve().parent
 CRATE = HERE.parent
@@ -120,3 +121,28 @@ def test_lock_held_by_rust_is_respected(peer_path, region_name):
     finally:
         p.wait(30)
     assert p.returncode == 0
+
+
+def test_values_of_every_size_cross_languages(peer, region_name):
+    """Values in the heap (past 24 bytes, up to 1 MiB) written by one language are read back
+    exactly by the other; rewrites and deletes are seen too."""
+    store = shmstate.Store.create(region_name, memory=8 << 20)
+    sizes = [0, 24, 25, 200, 2048, 4096, 4097, 40_000, 65_536, 1 << 20]
+    for i, n in enumerate(sizes):
+        store.set("py%d" % n, pattern(n, i))
+    for i, n in enumerate(sizes):
+        assert peer(region_name, "check", "py%d" % n, n, i).stdout == "ok\n", n
+        peer(region_name, "fill", "rust%d" % n, n, i + 50)
+    for i, n in enumerate(sizes):
+        assert store.get("rust%d" % n) == pattern(n, i + 50), n
+    store.set("py4097", pattern(100, 7))
+    store.delete("py2048")
+    assert peer(region_name, "check", "py4097", 100, 7).stdout == "ok\n"
+    assert peer(region_name, "check", "py2048", 2048, 4).stdout == "absent\n"
+    # The check can fail: a wrong seed or length is reported.
+    assert peer(region_name, "check", "py40000", 40_000, 8).stdout == "differs at byte 0\n"
+    assert peer(region_name, "check", "py40000", 40_001, 7).stdout == "length 40000\n"
+    assert peer(region_name, "verify").returncode == 0
+    heap = sum(n for n in sizes if n > 24)
+    assert store.stats()["value_bytes"] == 2 * heap - 2048 - 4097 + 100
+    assert store.verify()

@@ -7,7 +7,7 @@ lock-free reads, and named counters that are plain atomics. Create it before for
 (:meth:`Store.open_or_create_file`) from unrelated processes, including Rust and Node.js ones.
 
 >>> import shmstate
->>> store = shmstate.Store.anonymous(capacity=1000, max_value_len=512)
+>>> store = shmstate.Store.anonymous(memory=16 << 20)  # 16 MiB: index and values together
 >>> store.set("session:42", b'{"user": 7}', ttl=3600)
 >>> store.get("session:42")
 b'{"user": 7}'

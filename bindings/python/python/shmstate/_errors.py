@@ -54,7 +54,9 @@ class ValueTooLarge(Error, ValueError):
 
 
 class Full(Error):
-    """No room for a new key (the store refuses rather than evicts: ``when_full="refuse"``)."""
+    """No room: no free slot for a new key, or no heap space for its value even after
+    reclaiming expired entries (the store refuses rather than evicts: ``when_full="refuse"``).
+    Nothing was stored, and no other entry was touched."""
 
     __module__ = "shmstate"
 

@@ -59,22 +59,65 @@ __version__: Final[str]
 class _Options(TypedDict, total=False):
     """The options of a new region (ignored by ``open``; checked by ``open_or_create``)."""
 
+    memory: int
+    """The region's size in bytes, index and values together (like ``lua_shared_dict cache
+    64m``; at most 1 TiB). The index (``capacity`` entries) comes first; the rest is the value
+    heap, shared equally between the shards, each of which must hold one value of
+    ``max_value_len`` (else InvalidConfig). Default: 1 KiB of heap per entry of ``capacity``
+    (at least one ``max_value_len`` value per shard) plus the index."""
     capacity: int
-    """Entries the store must hold (default 10 000)."""
+    """Entries the store must hold (default ``memory // 1024`` when ``memory`` is given, else
+    65 536). The table does not grow."""
     shards: int
-    """Number of shards, each with its own lock (default: from the CPU count)."""
+    """Number of shards, each with its own lock (default: from the CPU count, fewer for small
+    stores)."""
     max_key_len: int
     """Longest key in bytes (default 64)."""
     max_value_len: int
-    """Longest value in bytes (default 256); every slot reserves this much."""
+    """Longest value in bytes (default 1 MiB, at most 2 MiB - 16 KiB): a limit, not a
+    reservation; values take the memory they need."""
     max_counters: int
     """Number of named counters (default 256)."""
     when_full: Literal["refuse", "evict"]
-    """"refuse" (default: raise Full) or "evict" (for caches)."""
+    """"refuse" (default: raise Full when there is no slot for a new key or no heap room for
+    its value, after reclaiming expired entries) or "evict" (for caches)."""
     lock_timeout: _Seconds
     """How long a write waits for a shard lock held by a live process (default 10 s)."""
     line_sized_slots: bool
-    """Round slots up to whole 64-byte cache lines."""
+    """Round slots up to whole 64-byte cache lines (the extra room is usable key length)."""
+
+class _Stats(TypedDict):
+    """``Store.stats()``: counts since the region was created, summed over every process."""
+
+    entries: int
+    """Entries stored, including expired ones not yet reclaimed."""
+    capacity: int
+    slots: int
+    tombstones: int
+    hits: int
+    misses: int
+    sets: int
+    deletes: int
+    expirations: int
+    evictions: int
+    full_refusals: int
+    lock_recoveries: int
+    lock_contended: int
+    counters: int
+    region_bytes: int
+    value_bytes: int
+    """Bytes of the values stored in the heap (values longer than 24 bytes; shorter ones live
+    in their slot)."""
+    heap_bytes: int
+    """Size of the value heap (every shard's pages)."""
+    heap_free_bytes: int
+    """Heap bytes free: whole free pages plus free blocks of partly used pages."""
+    heap_partial_free_bytes: int
+    """Of ``heap_free_bytes``, those in free blocks of partly used pages."""
+    largest_value: int
+    """The largest value a write can store now without evicting (a conservative estimate)."""
+    fragmentation: float
+    """``heap_partial_free_bytes / heap_free_bytes`` (0.0 when nothing is free)."""
 
 @final
 class Store:
@@ -174,9 +217,9 @@ class Store:
         """The named counter (created on first use)."""
     def counters(self) -> Dict[str, int]:
         """Every named counter and its value."""
-    def stats(self) -> Dict[str, int]:
-        """entries, capacity, slots, tombstones, hits, misses, sets, deletes, expirations,
-        evictions, full_refusals, lock_recoveries, lock_contended, counters, region_bytes."""
+    def stats(self) -> _Stats:
+        """Statistics summed over shards and processes (counts and bytes, and the heap's
+        fragmentation as a float)."""
     def verify(self) -> "VerifyReport":
         """Checks every invariant of the region."""
     def prometheus(self) -> str:

@@ -9,13 +9,16 @@
             # "LOCATION": "file:/var/lib/myapp/cache",  # or a file (survives restarts)
             # "LOCATION": "",                   # or anonymous: create before fork (--preload)
             "TIMEOUT": 300,
-            "OPTIONS": {"capacity": 100_000, "max_value_len": 64 * 1024},
+            "OPTIONS": {"memory": 256 * 1024 * 1024},   # the region: index and values
         }
     }
 
-``OPTIONS`` takes the store's options (``capacity``, ``max_key_len``, ``max_value_len``,
-``max_counters``, ``shards``, ``when_full``, ``lock_timeout``, ``line_sized_slots``); the defaults
-here are those of a cache: 10 000 entries, 250-byte keys, 16 KiB values, ``when_full="evict"``.
+``OPTIONS`` takes the store's options (``memory``, ``capacity``, ``max_key_len``,
+``max_value_len``, ``max_counters``, ``shards``, ``when_full``, ``lock_timeout``,
+``line_sized_slots``); the defaults here are those of a cache: 64 MiB (``memory``, unless
+``memory`` or ``capacity`` is given; the number of entries derives from it, one per KiB),
+250-byte keys, values up to 1 MiB (memcached's limit; a limit, not a reservation: each value
+takes the memory it needs), ``when_full="evict"``.
 ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` are honoured only when given (Django's culling: when the
 store holds ``MAX_ENTRIES`` entries, a write first deletes 1/``CULL_FREQUENCY`` of them, or all
 with 0); otherwise the store's capacity and eviction policy bound it. ``PICKLE_PROTOCOL``
@@ -45,11 +48,13 @@ from . import Full, KeyTooLong, NotAnInteger, Overflow, Store, ValueTooLarge
 __all__ = ["ShmStateCache", "DEFAULT_STORE_OPTIONS"]
 
 DEFAULT_STORE_OPTIONS: Dict[str, Any] = {
-    "capacity": 10_000,
     "max_key_len": 250,
-    "max_value_len": 16 * 1024,
+    "max_value_len": 1024 * 1024,
     "when_full": "evict",
 }
+# The region's size when OPTIONS gives neither ``memory`` nor ``capacity`` (with either one,
+# the store derives the other).
+DEFAULT_MEMORY = 64 * 1024 * 1024
 
 _DJANGO_OPTIONS = {"MAX_ENTRIES", "CULL_FREQUENCY", "PICKLE_PROTOCOL"}
 _EXPIRED = object()  # a timeout of zero or less: "do not keep"
@@ -110,6 +115,8 @@ class ShmStateCache(BaseCache):
         for name in _DJANGO_OPTIONS:
             options.pop(name, None)
         self._store_options = {**DEFAULT_STORE_OPTIONS, **options}
+        if "memory" not in options and "capacity" not in options:
+            self._store_options["memory"] = DEFAULT_MEMORY
         self._key_limit = int(self._store_options["max_key_len"])
         self._location = location or ""
         self._store = _open(self._location, self._store_options)
