@@ -1,5 +1,8 @@
 //! State-machine test: random operation sequences against a `HashMap` model with a manual
-//! clock. Every result must match the model, and `verify()` must be clean at the end.
+//! clock. Every result must match the model, and `verify()` must be clean at the end. Values
+//! run from empty to nearly three pages: inline (at most 24 bytes), one heap block of every
+//! size class, and large values of whole pages and tails; the heap is big enough for every key
+//! to hold the largest value at once, so no write is refused.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,10 +31,32 @@ fn key(k: u8) -> Vec<u8> {
     format!("key-{}", k % 24).into_bytes()
 }
 
+/// The longest value generated (two pages and most of a third).
+const MAX_VALUE: usize = 12_400;
+
+/// `len` bytes from a seed (cheap to generate and to shrink: by length).
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(u32::from(seed)) as u8
+                ^ seed
+        })
+        .collect()
+}
+
 fn value() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..40),
-        (0i64..100).prop_map(|n| n.to_string().into_bytes()),
+        3 => proptest::collection::vec(any::<u8>(), 0..40),
+        2 => (0i64..100).prop_map(|n| n.to_string().into_bytes()),
+        // One heap block (25 ..= 2040 bytes), every class.
+        2 => (25usize..2100, any::<u8>()).prop_map(|(n, s)| pattern(n, s)),
+        // Whole pages, tails, short last pages.
+        1 => (2041usize..=MAX_VALUE, any::<u8>()).prop_map(|(n, s)| pattern(n, s)),
+        // Around page boundaries.
+        1 => (0usize..3, 0usize..48, any::<u8>())
+            .prop_map(|(p, d, s)| pattern(((p + 1) * 4096 + d).saturating_sub(24), s)),
     ]
 }
 
@@ -92,11 +117,13 @@ fn parse(v: &[u8]) -> Option<i64> {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let clock = ManualClock::new(1_000_000);
+    // Room in each shard for all 24 keys at the longest value: writes are never refused.
     let cfg = Config::new()
         .capacity(64)
         .shards(2)
         .max_key_len(16)
-        .max_value_len(40);
+        .max_value_len(MAX_VALUE as u32)
+        .memory(1 << 20);
     let s = Store::anonymous(&cfg)
         .unwrap()
         .with_clock(Clock::Manual(clock.clone()));
@@ -228,6 +255,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let live = m.map.values().filter(|(_, e)| *e == 0 || now < *e).count() as u64;
         // Expired entries may or may not have been reclaimed yet.
         prop_assert!(rep_len >= live && rep_len <= m.map.len() as u64);
+        // The heap holds the bytes of the values longer than 24 bytes: every live one, and
+        // expired ones not reclaimed yet.
+        let heap = |all: bool| -> u64 {
+            m.map
+                .values()
+                .filter(|(v, e)| v.len() > 24 && (all || *e == 0 || now < *e))
+                .map(|(v, _)| v.len() as u64)
+                .sum()
+        };
+        let vb = s.stats().value_bytes;
+        prop_assert!(
+            vb >= heap(false) && vb <= heap(true),
+            "value bytes {} not within [{}, {}]",
+            vb,
+            heap(false),
+            heap(true)
+        );
     }
     let rep = s.verify().unwrap();
     prop_assert!(rep.is_ok(), "{}", rep);
