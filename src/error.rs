@@ -32,9 +32,10 @@ pub enum Error {
         max: usize,
     },
 
-    /// No room for a new key: the key's shard reached its load limit, or no free slot exists
-    /// within the bounded probe window, and the store is configured to refuse rather than evict.
-    #[error("store is full: no free slot for this key (configure a larger capacity, or WhenFull::Evict for cache use)")]
+    /// No room: the key's shard reached its load limit or has no free slot within the probe
+    /// window for a new key, or its heap has no room for the value even after expired entries
+    /// were reclaimed and the heap compacted. Nothing was written.
+    #[error("store is full: no free slot for this key or no heap room for its value (configure a larger capacity or memory, or WhenFull::Evict for cache use)")]
     Full,
 
     /// `incr` found a value that is not a decimal 64-bit integer.

@@ -42,7 +42,7 @@ impl Store {
         self.check_key(key)?;
         let p = self.place(key);
         let now = self.now();
-        let hit = match self.shard(p.shard).read(key, p, &|| now.get(), out)? {
+        let hit = match self.shard(p.shard).read(key, p, &|| now.get(), Some(out))? {
             Read::Hit { .. } => true,
             Read::Miss => false,
             Read::Contended => {
@@ -65,10 +65,21 @@ impl Store {
         Ok(hit)
     }
 
-    /// Whether `key` is present and not expired.
+    /// Whether `key` is present and not expired. Takes no lock and copies no value.
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        let mut v = Vec::new();
-        self.get_into(key, &mut v)
+        self.check_key(key)?;
+        let p = self.place(key);
+        let now = self.now();
+        let hit = match self.shard(p.shard).read(key, p, &|| now.get(), None)? {
+            Read::Hit { .. } => true,
+            Read::Miss => false,
+            Read::Contended => {
+                let lk = self.lock_shard(&p)?;
+                lk.lookup(key, p).live(&now).is_some()
+            }
+        };
+        self.count_read(hit);
+        Ok(hit)
     }
 
     /// Remaining time to live of `key`.

@@ -33,15 +33,16 @@ enum SlotRead {
 const READ_RETRIES: u32 = 16;
 
 impl Shard<'_> {
-    /// Lock-free lookup: copies the value into `out` on a hit. Writes nothing shared, except
-    /// setting a CLOCK reference bit (only when not already set) under `WhenFull::Evict`.
+    /// Lock-free lookup: copies the value into `out` on a hit (`None`: only whether there is
+    /// one). Writes nothing shared, except setting a CLOCK reference bit (only when not already
+    /// set) under `WhenFull::Evict`.
     #[inline]
     pub(crate) fn read(
         &self,
         key: &[u8],
         p: Placement,
         now: &dyn Fn() -> u64,
-        out: &mut Vec<u8>,
+        mut out: Option<&mut Vec<u8>>,
     ) -> Result<Read> {
         'retry: for _ in 0..READ_RETRIES {
             for g in Probe::new(p.home, self.groups()) {
@@ -50,7 +51,7 @@ impl Shard<'_> {
                 while m != 0 {
                     let i = g * GROUP_WIDTH + ctrl::lowest(m);
                     m &= m - 1;
-                    match self.read_slot(i, key, p.tag, out)? {
+                    match self.read_slot(i, key, p.tag, out.as_deref_mut())? {
                         SlotRead::Match { expires_ms } => {
                             if expires_ms != 0 && now() >= expires_ms {
                                 return Ok(Read::Miss);
@@ -81,7 +82,13 @@ impl Shard<'_> {
 
     /// Seqlock read of slot `i`: is it `key` (with control byte `tag`), and if so its value.
     #[inline]
-    fn read_slot(&self, i: usize, key: &[u8], tag: u8, out: &mut Vec<u8>) -> Result<SlotRead> {
+    fn read_slot(
+        &self,
+        i: usize,
+        key: &[u8],
+        tag: u8,
+        out: Option<&mut Vec<u8>>,
+    ) -> Result<SlotRead> {
         let sv = self.slot(i);
         let seq = sv.seq();
         let Some(s1) = seqlock::read_begin(seq) else {
@@ -109,7 +116,7 @@ impl Shard<'_> {
                 _ => Err(Error::corrupted("slot value length exceeds max_value_len")),
             };
         }
-        if !self.copy_value(sv, vlen, out) {
+        if out.is_some_and(|out| !self.copy_value(sv, vlen, out)) {
             return match unstable_or(SlotRead::Other) {
                 SlotRead::Unstable => Ok(SlotRead::Unstable),
                 _ => Err(Error::corrupted("slot value locator out of range")),
