@@ -31,7 +31,7 @@ const USAGE: &str = "\
 usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-every-ms MS]
                [--seed N] [--shards N] [--max-hold-ms MS] [--max-wait-ms MS] [--no-targeted]
                [--region anonymous|file|named] [--clears] [--heap roomy|refuse|evict]
-               [--heap-pages N] [--phase-ms MS]
+               [--heap-pages N] [--phase-ms MS] [--every-point]
 
   --workers N         worker processes (default 4, at most 64)
   --seconds S         how long to run (default 20)
@@ -50,6 +50,8 @@ usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-ever
                       refused with Full or evict, as WhenFull::Refuse / Evict)
   --heap-pages N      heap pages per shard of a near-full heap (default NEAR_FULL, at least
                       MIN_PAGES)
+  --every-point       park lock holders at every write point the run reaches (each step of the
+                      heap's allocator too), not only the table's and the main heap steps
   --phase-ms MS       the mix of value lengths shifts (small, large, mixed) this often
                       (default 700)
   --region R          anonymous (default; workers inherit the mapping), file (a region file in
@@ -76,6 +78,10 @@ fn parse_args() -> Result<Params, String> {
         }
         if flag == "--clears" {
             p.clears = true;
+            continue;
+        }
+        if flag == "--every-point" {
+            p.every_point = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -177,7 +183,9 @@ fn main() {
         p.phase,
         if p.clears { ", with clear()" } else { "" },
         p.kill_every,
-        if p.targeted {
+        if p.targeted && p.every_point {
+            "and lock holders parked at every failpoint and killed"
+        } else if p.targeted {
             "and lock holders parked at failpoints and killed"
         } else if cfg!(feature = "failpoints") {
             "random kills only (--no-targeted)"

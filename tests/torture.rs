@@ -14,9 +14,9 @@ mod forked;
 #[path = "common/torture.rs"]
 mod torture;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use shmstate::WhenFull;
+use shmstate::{Config, Store, WhenFull};
 use torture::{
     check_conserved, check_value, make_value, pick_len, Backing, Heap, Params, Rng, Shape,
     BOUNDARY_LENS, MAX_VALUE_LEN,
@@ -28,6 +28,7 @@ fn main() {
     let tests: &[(&str, TestFn)] = &[
         ("checkers_reject_bad_data", checkers_reject_bad_data),
         ("lengths_cover_every_shape", lengths_cover_every_shape),
+        ("clear_never_tears_a_read", clear_never_tears_a_read),
         ("soak", soak),
         ("soak_heap_full_refuse", soak_heap_full_refuse),
         ("soak_heap_full_evict", soak_heap_full_evict),
@@ -130,6 +131,64 @@ fn lengths_cover_every_shape() {
         }
         assert!(lo >= 1 && hi <= MAX_VALUE_LEN, "phase {phase}: {lo}..={hi}");
         assert!(seen.iter().all(|&n| n > 0), "phase {phase}: {seen:?}");
+    }
+}
+
+/// What `soak_with_clears` found, on its own: a lock-free `get` that read a key's slot before
+/// a `clear()` must not return bytes that an insert of another key wrote after it into the
+/// heap blocks the clear freed. A child writes `a` (60 000 bytes of `A`), clears, writes `b`
+/// (of `B`, into the pages `a` had), clears, and so on, pausing 200 µs after each write; the
+/// parent reads `a` meanwhile, and every value it gets must be all `A`. (About 2 s.)
+fn clear_never_tears_a_read() {
+    const LEN: usize = 60_000;
+    let store = Store::anonymous(&Config::new().capacity(64).shards(1)).expect("store");
+    let a = vec![b'A'; LEN];
+    let b = vec![b'B'; LEN];
+    store.set(b"a", &a, None).expect("set a");
+    let run = Duration::from_secs(2);
+    let writer = forked::spawn(|| {
+        let end = Instant::now() + run;
+        while Instant::now() < end {
+            store.set(b"a", &a, None).expect("set a");
+            spin(Duration::from_micros(200));
+            store.clear().expect("clear");
+            store.set(b"b", &b, None).expect("set b");
+            spin(Duration::from_micros(200));
+            store.clear().expect("clear");
+        }
+    });
+    let (mut reads, mut torn, mut first) = (0u64, 0u64, None);
+    let mut buf = Vec::with_capacity(LEN);
+    let end = Instant::now() + run;
+    while Instant::now() < end {
+        if store.get_into(b"a", &mut buf).expect("get a") {
+            reads += 1;
+            if buf != a {
+                torn += 1;
+                first.get_or_insert_with(|| {
+                    let bs = buf.iter().filter(|&&c| c == b'B').count();
+                    format!("{} bytes, {bs} of them key b's", buf.len())
+                });
+            }
+        }
+    }
+    assert_eq!(
+        forked::wait(writer, Duration::from_secs(30)),
+        forked::Exit::Code(0)
+    );
+    println!("  {reads} reads of a, {torn} torn");
+    assert_eq!(
+        torn,
+        0,
+        "{torn} of {reads} reads of a returned another key's bytes (first: {})",
+        first.unwrap_or_default()
+    );
+}
+
+fn spin(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
     }
 }
 

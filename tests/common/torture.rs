@@ -159,20 +159,69 @@ const EVICT_POINT: (&str, bool) = ("heap.evicting", false);
 /// Reached only in runs that call `clear()`.
 const CLEAR_POINT: (&str, bool) = ("clear.half", false);
 
+/// With [`Params::every_point`]: the other points of the write paths a run reaches, each step
+/// of the heap's allocator among them.
+const MORE_POINTS: &[(&str, bool)] = &[
+    ("put.freeing", true),
+    ("cas.matched", true),
+    ("flush.removed", false),
+    ("prefix.removed", false),
+    ("value.block_written", true),
+    ("value.piece_written", true),
+    ("value.extent_listing", true),
+    ("value.part_freed", true),
+    ("pool.page_taken", true),
+    ("pool.class_page", false),
+    ("pool.large_taken", true),
+    ("pool.block_taken", true),
+    ("pool.block_counted", true),
+    ("pool.block_freed", true),
+    ("pool.page_emptied", false),
+    ("pool.large_freed", true),
+    ("heap.rebuild_reset", false),
+    ("heap.rebuild_marked", false),
+];
+/// The same, reached only with a full heap: a page taken out of its partial map to be
+/// emptied; a moved tail's old block freed, its old extent not yet; a value's pieces undone
+/// when the next one found no room.
+const MORE_FULL_POINTS: &[(&str, bool)] = &[
+    ("compact.draining", false),
+    ("compact.block_freed", false),
+    ("value.undoing", false),
+];
+
 /// The write points a run arms (every one of them must be reached), with whether each is
 /// reached often: the table's and the heap's always, compaction and reclaiming expired
-/// entries with a near-full heap, eviction under `Evict`, `clear.half` with `clears`.
+/// entries with a near-full heap, eviction under `Evict`, `clear.half` with `clears`; with
+/// [`Params::every_point`], every other point such a run reaches too. (Not reachable here, so
+/// never armed: `evict.chosen` and `sweep.removed`, which need a full table, and
+/// `counter.named`, as the counters exist before any worker starts.)
 pub fn park_points(p: &Params) -> Vec<(&'static str, bool)> {
     let mut v: Vec<(&'static str, bool)> = TABLE_POINTS.to_vec();
     v.extend_from_slice(HEAP_POINTS);
+    if p.every_point {
+        v.extend_from_slice(MORE_POINTS);
+        if !p.clears {
+            v.push(("incr.computed", true));
+        }
+    }
     if let Heap::NearFull { policy, .. } = p.heap {
         v.extend_from_slice(FULL_HEAP_POINTS);
+        if p.every_point {
+            v.extend_from_slice(MORE_FULL_POINTS);
+        }
         if policy == WhenFull::Evict {
             v.push(EVICT_POINT);
+            if p.every_point {
+                v.push(("heap.evicted", false));
+            }
         }
     }
     if p.clears {
         v.push(CLEAR_POINT);
+        if p.every_point {
+            v.push(("clear.heap_reset", false));
+        }
     }
     v
 }
@@ -291,6 +340,9 @@ pub struct Params {
     pub phase: Duration,
     /// Arm failpoints so that lock holders get killed (needs the `failpoints` feature).
     pub targeted: bool,
+    /// Arm every write point the run can reach, each step of the heap's allocator included,
+    /// not only the table's steps and the main heap steps ([`park_points`]).
+    pub every_point: bool,
     /// Workers also call `clear()` (and, with `targeted`, are parked and killed half-way
     /// through a shard's clear). A clear wipes the incr and private keys whose persistence the
     /// soak checks, so those operations are left out of such a run; named counters (not in
@@ -320,6 +372,7 @@ impl Default for Params {
             heap: Heap::Roomy,
             phase: Duration::from_millis(700),
             targeted: cfg!(feature = "failpoints"),
+            every_point: false,
             clears: false,
             // Long enough that other workers queue on the dead holder's lock, short enough
             // that waits stay far below the bound.
