@@ -27,6 +27,11 @@
 //! of this writing (src/table/space.rs, `Locked::touch_heap`) issues no such fence; the
 //! `*_after_a_release_fence` models are of the protocol with it, the fix proposed in the
 //! heap-crash report (one `fence(Release)` when a holder first touches the heap; free on x86).
+//!
+//! **Finding.** `clear` empties the control bytes and resets the heap without moving any slot's
+//! sequence, so the blocks it frees are reused under readers whose validation cannot notice
+//! (`clear_without_moving_sequences_is_caught`; no memory-model subtlety: it happens on x86).
+//! `clear_that_moves_each_live_sequence` is the protocol with the fix.
 
 use loom::sync::Arc;
 use loom::thread;
@@ -332,6 +337,63 @@ fn dead_overwriter_repaired_then_reuse_after_a_release_fence() {
 #[should_panic(expected = "foreign")]
 fn dead_overwriter_repaired_then_reuse_without_a_fence_is_caught() {
     dead_overwriter_then_repair_and_reuse(false);
+}
+
+/// `clear` (src/table/write.rs `redo_clear`): the slots' control bytes are zeroed and the heap
+/// reset, then a write of another key takes block 0 again. The reader of slot 1 checks its
+/// control byte, copies under the slot's sequence, validates. `bump`: clear moves the sequence
+/// of each live slot (odd before its control byte changes, even after).
+fn clear_then_reuse(bump: bool) {
+    model(move || {
+        let h = Arc::new(Heap::new());
+        let ctrl = Arc::new(AtomicU32::new(FULL));
+        let r = {
+            let (h, ctrl) = (h.clone(), ctrl.clone());
+            thread::spawn(move || {
+                if ctrl.load(Ordering::Acquire) != FULL {
+                    return; // a miss
+                }
+                let Some(s) = seqlock::read_begin(&h.s1.seq) else {
+                    return;
+                };
+                if ctrl.load(Ordering::Relaxed) != FULL {
+                    return;
+                }
+                let loc = h.s1.loc.load(Ordering::Relaxed) as usize;
+                let v = [
+                    h.blocks[loc][0].load(Ordering::Relaxed),
+                    h.blocks[loc][1].load(Ordering::Relaxed),
+                ];
+                check(seqlock::read_validate(&h.s1.seq, s).then_some(v), &[1]);
+            })
+        };
+        let odd = bump.then(|| seqlock::write_begin(&h.s1.seq));
+        ctrl.store(EMPTY, Ordering::Release);
+        if let Some(odd) = odd {
+            seqlock::write_end(&h.s1.seq, odd);
+        }
+        h.used.store(0, Ordering::Relaxed); // pool reset
+        h.write_slot2(3);
+        r.join().unwrap();
+    });
+}
+
+const FULL: u32 = 0x80;
+const EMPTY: u32 = 0;
+
+/// Clear as built frees every block without moving any slot's sequence: a reader that was
+/// copying a value when the shard was cleared accepts the bytes of the value that reused the
+/// block (the torture suite's `clear_never_tears_a_read` sees it in real processes).
+#[test]
+#[should_panic(expected = "foreign")]
+fn clear_without_moving_sequences_is_caught() {
+    clear_then_reuse(false);
+}
+
+/// A clear that moves each live slot's sequence around its control byte change is safe.
+#[test]
+fn clear_that_moves_each_live_sequence() {
+    clear_then_reuse(true);
 }
 
 /// The models can fail: freeing and reusing the old block before the slot's sequence moves
