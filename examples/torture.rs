@@ -48,8 +48,7 @@ usage: torture [--workers N] [--seconds S] [--max-ops N] [--keys K] [--kill-ever
   --heap H            roomy (default: every shard has room for every key at 64 KiB), refuse or
                       evict (a near-full heap: writes compact, reclaim expired entries, and are
                       refused with Full or evict, as WhenFull::Refuse / Evict)
-  --heap-pages N      heap pages per shard of a near-full heap (default NEAR_FULL, at least
-                      MIN_PAGES)
+  --heap-pages N      heap pages per shard of a near-full heap (default NEAR_FULL, at least MIN_PAGES)
   --every-point       park lock holders at every write point the run reaches (each step of the
                       heap's allocator too), not only the table's and the main heap steps
   --phase-ms MS       the mix of value lengths shifts (small, large, mixed) this often
