@@ -84,6 +84,9 @@ pub mod limits {
     /// The default `max_value_len` (1 MiB). A limit, not a reservation: values take the memory
     /// they need.
     pub const DEFAULT_MAX_VALUE_LEN: u32 = 1 << 20;
+    /// The most entries one insert evicts to make room in the heap under
+    /// [`WhenFull::Evict`](crate::WhenFull::Evict) before it gives up with `Error::Full`.
+    pub const MAX_EVICTIONS_PER_INSERT: usize = 1024;
     /// The default `capacity` (entries) when neither `capacity` nor `memory` is set.
     pub const DEFAULT_CAPACITY: u64 = 65_536;
     /// Largest number of named counters.

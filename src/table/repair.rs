@@ -67,7 +67,7 @@ impl Locked<'_> {
                 self.set_ctrl(target, tag);
                 seqlock::write_end(seq, odd);
             }
-            redo::REDO_CLEAR => self.redo_clear(),
+            redo::REDO_CLEAR => self.redo_clear(true),
             _ => return Err(Error::corrupted("repair record: unknown operation")),
         }
         let touch = rec.touch();

@@ -28,8 +28,7 @@ use crate::heap::{Shape, BLOCK_HEADER, INLINE_MAX};
 use crate::region::layout::slot;
 use crate::region::raw::{self, SlotView};
 
-/// Most entries one insert may evict to make room in the heap ([`WhenFull::Evict`]).
-pub const MAX_EVICTIONS_PER_INSERT: usize = 1024;
+use crate::config::limits::MAX_EVICTIONS_PER_INSERT;
 
 /// A value as a slot holds it.
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +90,15 @@ impl Locked<'_> {
     /// Marks the heap as being changed by this holder (once per lock). Cleared when the lock is
     /// released normally; left set if the holder panics, so the next holder rebuilds it. (A
     /// holder that is killed is caught by the robust mutex anyway.)
+    ///
+    /// Also the release fence of the heap protocol: blocks freed by an earlier lock holder may
+    /// be written again by this one, while a lock-free reader that took an old locator copies
+    /// them. The fence (before any block write of this holder) makes a reader that sees one of
+    /// these writes also see the earlier holder's sequence change when it validates (fence-fence
+    /// synchronization with the reader's acquire fence), so it retries. Free on x86-64.
     pub(super) fn touch_heap(&self) {
         if !self.heap.dirtied.replace(true) {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             self.s.pool().set_dirty(true);
         }
     }

@@ -390,15 +390,36 @@ impl Locked<'_> {
         let rec = self.s.rec();
         self.touch_heap();
         rec.commit_clear();
-        self.redo_clear();
+        self.redo_clear(false);
         rec.idle();
         before
     }
 
-    pub(super) fn redo_clear(&self) {
+    /// Empties every control group, then the heap. `repairing`: also closes any odd sequence
+    /// of an already emptied group (a clearer killed inside a group's window).
+    pub(super) fn redo_clear(&self, repairing: bool) {
         let groups = self.s.groups();
         for g in 0..groups {
+            // A live slot's control byte goes inside its sequence's odd window, as in a delete:
+            // the heap is reset below and its blocks reused, so a reader that took one of these
+            // slots' locators must fail its validation, and one that validates after the window
+            // sees the emptied byte.
+            let grp = self.s.group(g).load(Ordering::Relaxed);
+            let mut odd = [(0usize, 0u32); GROUP_WIDTH];
+            let mut n = 0;
+            for j in 0..GROUP_WIDTH {
+                let seq = self.s.slot(g * GROUP_WIDTH + j).seq();
+                if ctrl::is_full(ctrl::byte(grp, j))
+                    || (repairing && seq.load(Ordering::Relaxed) & 1 == 1)
+                {
+                    odd[n] = (j, seqlock::write_begin(seq));
+                    n += 1;
+                }
+            }
             self.s.group(g).store(0, Ordering::Release);
+            for &(j, o) in &odd[..n] {
+                seqlock::write_end(self.s.slot(g * GROUP_WIDTH + j).seq(), o);
+            }
             if g == groups / 2 {
                 failpoint!("clear.half");
             }
