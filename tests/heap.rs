@@ -649,10 +649,13 @@ fn eviction_stops_after_1024_entries_per_insert() {
     let after = s.stats();
     assert_eq!(
         after.evictions - st.evictions,
-        1024,
+        shmstate::limits::MAX_EVICTIONS_PER_INSERT as u64,
         "evictions for one refused insert"
     );
-    assert_eq!(after.entries, st.entries - 1024);
+    assert_eq!(
+        after.entries,
+        st.entries - shmstate::limits::MAX_EVICTIONS_PER_INSERT as u64
+    );
     assert_eq!(s.get(b"huge").unwrap(), None);
     let rep = s.verify().unwrap();
     assert!(rep.is_ok(), "{rep}");
