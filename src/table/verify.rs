@@ -178,10 +178,18 @@ impl Locked<'_> {
             if let Some(c) = class {
                 class_pages[c] += 1;
                 class_used[c] += (bits & block_mask(c)).count_ones();
-                if partial_bit != (bits & block_mask(c) != block_mask(c)) {
+            }
+            // In each class's partial map exactly when the page is that class's and has a free
+            // block (a stray bit elsewhere would make that class's allocations fail).
+            for k in 0..NCLASSES {
+                let (_, bit) = pool.map_bits(p, Some(k));
+                let want = class == Some(k) && bits & block_mask(k) != block_mask(k);
+                if bit != want {
                     push(None, K::HeapMap { page: p });
+                    break;
                 }
             }
+            let _ = partial_bit;
             if used_bit != (kind != desc::FREE) {
                 push(None, K::HeapMap { page: p });
             }
