@@ -11,6 +11,21 @@ use crate::redo;
 use crate::region::raw;
 
 impl Locked<'_> {
+    /// Records a problem of this shard (at a slot, or of the shard as a whole).
+    fn reporter<'p>(
+        &self,
+        problems: &'p mut Vec<Problem>,
+    ) -> impl FnMut(Option<usize>, ProblemKind) + 'p {
+        let shard = self.s.index as u32;
+        move |slot, kind| {
+            problems.push(Problem {
+                shard,
+                slot: slot.map(|s| s as u32),
+                kind,
+            })
+        }
+    }
+
     /// Checks every invariant of the shard; appends what is wrong to `problems`.
     pub(crate) fn verify(
         &self,
@@ -20,14 +35,7 @@ impl Locked<'_> {
         totals: &mut Totals,
     ) {
         use ProblemKind as K;
-        let shard_no = self.s.index as u32;
-        let mut push = |slot: Option<usize>, kind| {
-            problems.push(Problem {
-                shard: shard_no,
-                slot: slot.map(|s| s as u32),
-                kind,
-            })
-        };
+        let mut push = self.reporter(problems);
         let rec = self.s.rec();
         let (op, touch) = (rec.op(), rec.touch());
         if op != redo::IDLE || touch != redo::NO_SLOT {
@@ -104,6 +112,7 @@ impl Locked<'_> {
         }
         totals.entries += full;
         totals.tombstones += deleted;
+        drop(push);
         self.verify_heap(problems, totals);
     }
 
@@ -116,14 +125,7 @@ impl Locked<'_> {
         use crate::heap::INLINE_MAX;
         use std::collections::HashMap;
         use ProblemKind as K;
-        let shard_no = self.s.index as u32;
-        let mut push = |slot: Option<usize>, kind| {
-            problems.push(Problem {
-                shard: shard_no,
-                slot: slot.map(|s| s as u32),
-                kind,
-            })
-        };
+        let mut push = self.reporter(problems);
         let pool = self.s.pool();
         // Page -> (kind, bits) as the live values say it should be.
         let mut want: HashMap<u32, (u32, u64)> = HashMap::new();
