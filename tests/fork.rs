@@ -1334,9 +1334,9 @@ fn heap_cases() -> Vec<HeapCase> {
         C::new("new large value: page marked large", "pool.large_taken", 0, roomy, mixed, set_new_large),
         C::new("new large value: first piece written", "value.piece_written", 0, roomy, mixed, set_new_large),
         C::new("new large value: last piece written", "value.piece_written", 2, roomy, mixed, set_new_large),
-        C::new("new large value: extent half listed", "value.extent_listing", 1, roomy, mixed, set_new_large),
+        C::new("new large value: extent half listed", "value.extent_listing", 0, roomy, mixed, set_new_large),
         C::new("new large value: stored, unpublished", "heap.stored", 0, roomy, mixed, set_new_large),
-        C::new("inline value overwritten by a large one", "value.extent_listing", 3, roomy, mixed, overwrite_inline_with_large),
+        C::new("inline value overwritten by a large one", "value.extent_listing", 1, roomy, mixed, overwrite_inline_with_large),
         C::new("inline value overwritten by a large one: committed", "put.committed", 0, roomy, mixed, overwrite_inline_with_large),
         // Overwrites and deletes free the old value.
         C::new("large overwritten by direct: old not freed", "put.freeing", 0, roomy, mixed, overwrite_large_with_direct),

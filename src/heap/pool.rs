@@ -442,16 +442,18 @@ impl<'a> Pool<'a> {
 
     /// Writes a block header.
     pub(crate) fn write_header(&self, block_off: usize, owner: u32, piece: u32) {
-        self.r.u32_at(block_off).store(owner, Relaxed);
-        self.r.u32_at(block_off + 4).store(piece, Relaxed);
+        // One word (owner in the low half): the heap's bytes are only ever accessed as whole
+        // aligned words, whatever a page held before (mixed-size atomic accesses to one
+        // location are outside the memory model, and Miri refuses them).
+        self.r
+            .u64_at(block_off)
+            .store(u64::from(owner) | u64::from(piece) << 32, Relaxed);
     }
 
     /// Reads a block header: (owner slot, piece index).
     pub(crate) fn read_header(&self, block_off: usize) -> (u32, u32) {
-        (
-            self.r.u32_at(block_off).load(Relaxed),
-            self.r.u32_at(block_off + 4).load(Relaxed),
-        )
+        let w = self.r.u64_at(block_off).load(Relaxed);
+        (w as u32, (w >> 32) as u32)
     }
 
     /// Kind word and bits of page `p` (for the compactor and `verify`).

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::class::{Loc, Shape, BLOCK_HEADER, ROOT_PIECE};
 use super::pool::Pool;
 use crate::error::Result;
+use crate::region::raw::RawRegion;
 
 /// A decoded out-of-line value: its shape, root block and extent pieces, every locator checked
 /// against the pool.
@@ -32,10 +33,25 @@ impl Stored {
     }
 }
 
-/// Region offset where extent piece `i`'s locator is stored.
+/// The locator of piece `i` of the extent block at `extent_off`. Locators are 4 bytes each in
+/// piece order, read and written two to a word: the heap's bytes are only ever accessed as
+/// whole aligned words (see [`Pool::write_header`]).
 #[inline]
-fn piece_slot(extent_off: usize, i: usize) -> usize {
-    extent_off + BLOCK_HEADER + 4 * i
+pub(crate) fn piece_at(r: &RawRegion, extent_off: usize, i: usize) -> u32 {
+    let w = r
+        .u64_at(extent_off + BLOCK_HEADER + 8 * (i / 2))
+        .load(Relaxed);
+    (w >> (32 * (i % 2))) as u32
+}
+
+/// Writes the locators of the extent block at `extent_off` (see [`piece_at`]).
+pub(crate) fn write_pieces(r: &RawRegion, extent_off: usize, locs: &[u32]) {
+    for (k, pair) in locs.chunks(2).enumerate() {
+        let w = u64::from(pair[0]) | pair.get(1).map_or(0, |&hi| u64::from(hi) << 32);
+        r.u64_at(extent_off + BLOCK_HEADER + 8 * k)
+            .store(w, Relaxed);
+        failpoint!("value.extent_listing");
+    }
 }
 
 /// Stores `bytes` (longer than the inline limit, within the heap's maximum) in fresh blocks
@@ -88,10 +104,8 @@ pub(crate) fn store(pool: &Pool<'_>, owner: u32, bytes: &[u8]) -> Result<Option<
                 unreachable!()
             };
             let ext = pool.block_off(extent, page, block);
-            for (i, (loc, _)) in got.iter().enumerate() {
-                r.u32_at(piece_slot(ext, i)).store(loc.encode(), Relaxed);
-                failpoint!("value.extent_listing");
-            }
+            let locs: Vec<u32> = got.iter().map(|(loc, _)| loc.encode()).collect();
+            write_pieces(r, ext, &locs);
             pool.add_value_bytes(bytes.len() as i64);
             Ok(Some(root.encode()))
         }
@@ -132,7 +146,7 @@ pub(crate) fn decode(pool: &Pool<'_>, root: u32, len: usize) -> Option<Stored> {
         let n = shape.pieces();
         pieces.reserve(n);
         for i in 0..n {
-            let v = pool.region().u32_at(piece_slot(ext, i)).load(Relaxed);
+            let v = piece_at(pool.region(), ext, i);
             pieces.push(Loc::decode(v, shape.piece_class(i), pool.npages())?);
         }
     }
@@ -165,7 +179,7 @@ pub(crate) fn read(pool: &Pool<'_>, root: u32, len: usize, out: &mut Vec<u8>) ->
             let ext = pool.block_off(extent, page, block);
             out.reserve(len);
             for i in 0..shape.pieces() {
-                let v = r.u32_at(piece_slot(ext, i)).load(Relaxed);
+                let v = piece_at(r, ext, i);
                 let class = shape.piece_class(i);
                 let Some(loc) = Loc::decode(v, class, pool.npages()) else {
                     return false;

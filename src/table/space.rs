@@ -335,11 +335,13 @@ impl Locked<'_> {
                 return Err(bad());
             };
             let ext_off = pool.block_off(extent, ep, eb);
-            for (k, loc) in stored.pieces.iter().enumerate() {
-                let loc = if k == piece as usize { new } else { *loc };
-                r.u32_at(ext_off + BLOCK_HEADER + 4 * k)
-                    .store(loc.encode(), Relaxed);
-            }
+            let locs: Vec<u32> = stored
+                .pieces
+                .iter()
+                .enumerate()
+                .map(|(k, loc)| if k == piece as usize { new } else { *loc }.encode())
+                .collect();
+            value::write_pieces(r, ext_off, &locs);
             old_extent = Some((extent, op, ob));
             ext
         };
