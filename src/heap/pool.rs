@@ -198,6 +198,16 @@ impl<'a> Pool<'a> {
 
     fn set_used(&self, p: u32, on: bool) {
         Self::set_bit(self.used_word(p as usize / 64), p % 64, on);
+        if !on {
+            // The next search starts at the lowest freed page: pages already touched are
+            // reused before fresh ones (no page fault, and the pool's resident set stays
+            // as small as its contents).
+            let cursor = self.h64(hdr::FREE_CURSOR);
+            let w = (p / 64) as u64;
+            if w < cursor.load(Relaxed) {
+                cursor.store(w, Relaxed);
+            }
+        }
         let u = self.h64(hdr::USED_PAGES);
         let v = u.load(Relaxed);
         u.store(

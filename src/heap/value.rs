@@ -265,7 +265,7 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut live: HashMap<u32, (u32, usize, u64)> = HashMap::new();
         let mut out = Vec::new();
-        let steps = if cfg!(miri) { 120 } else { 20_000u64 };
+        let steps = if cfg!(miri) { 50 } else { 20_000u64 };
         for step in 0..steps {
             let owner = rng.below(400) as u32;
             if let Some((root, len, gen)) = live.remove(&owner) {
@@ -277,7 +277,11 @@ mod tests {
             } else {
                 let len = random_len(&mut rng);
                 // Under Miri every byte is interpreted: values of at most two pages.
-                let len = if cfg!(miri) { len.min(2 * PAGE + 100) } else { len };
+                let len = if cfg!(miri) {
+                    len.min(2 * PAGE + 100)
+                } else {
+                    len
+                };
                 let data = bytes_for(owner, len, step);
                 if let Some(root) = store(&pool, owner, &data).unwrap() {
                     live.insert(owner, (root, len, step));

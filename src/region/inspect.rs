@@ -510,6 +510,11 @@ mod tests {
     /// heap in shard 1 show up in the parts' bytes (counters, maps, descriptors, block headers,
     /// value bytes), and a scribbled locator part is what makes a value undecodable.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "searches a map of 10 000 slots per part: minutes under Miri; the heap's \
+                  accesses run under Miri in heap::value and table::"
+    )]
     fn parts_name_what_the_heap_writes() {
         let l = layout(10_000, Some(1 << 20));
         let m = Mapping::anonymous(l.total_len).unwrap();

@@ -75,8 +75,15 @@ impl Shard<'_> {
             raw::load_bytes(sv.value_words(vlen), vlen, out);
             true
         } else {
-            value::read(&self.pool(), root_of(sv), vlen, out)
+            self.copy_heap_value(sv, vlen, out)
         }
+    }
+
+    /// The heap half of [`copy_value`](Self::copy_value), kept out of line so the inline path
+    /// (counter-sized values) stays as small as it was before the heap.
+    #[inline(never)]
+    fn copy_heap_value(&self, sv: SlotView<'_>, vlen: usize, out: &mut Vec<u8>) -> bool {
+        value::read(&self.pool(), root_of(sv), vlen, out)
     }
 }
 
