@@ -11,7 +11,10 @@
 //! one slot update through the redo record; (3) under [`WhenFull::Evict`], the shard's CLOCK hand
 //! evicts an entry that holds heap bytes and was not read since the hand last passed, at most
 //! [`MAX_EVICTIONS_PER_INSERT`] per insert. Then [`Error::Full`]. The entry being written is
-//! never one of those removed or evicted.
+//! never one of those removed or evicted. The loop is bounded by construction: one reclaim, at
+//! most [`MAX_COMPACTIONS_PER_INSERT`] compactions (moving a tail may take a fresh page for its
+//! new extent, so a compaction does not always leave one more free page, and nothing else would
+//! stop a cycle) and at most [`MAX_EVICTIONS_PER_INSERT`] evictions.
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,6 +32,9 @@ use crate::region::layout::slot;
 use crate::region::raw::{self, SlotView};
 
 use crate::config::limits::MAX_EVICTIONS_PER_INSERT;
+
+/// Most compactions (pages emptied) one insert may run while making room.
+const MAX_COMPACTIONS_PER_INSERT: usize = 256;
 
 /// A value as a slot holds it.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +159,7 @@ impl Locked<'_> {
         self.touch_heap();
         let pool = self.s.pool();
         let mut swept = false;
-        let mut evicted = 0;
+        let (mut compacted, mut evicted) = (0, 0);
         loop {
             if let Some(root) = value::store(&pool, owner as u32, bytes)? {
                 failpoint!("heap.stored");
@@ -168,7 +174,8 @@ impl Locked<'_> {
                     continue;
                 }
             }
-            if self.compact_one(owner)? {
+            if compacted < MAX_COMPACTIONS_PER_INSERT && self.compact_one(owner)? {
+                compacted += 1;
                 continue;
             }
             if self.l().geo.policy == WhenFull::Evict
